@@ -1,0 +1,120 @@
+"""The selection job: pool -> embeddings -> selector -> selected JSONL + `selection.json` manifest."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from codeselect.data import load_pool, pool_hash, selection_filename, write_json, write_jsonl
+from codeselect.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_pool_path(data_cfg: Any, cache_dir: Path) -> Path:
+    """The pool file to read: `data.path` when given, else the embedded stdlib pool (built once)."""
+    if data_cfg.get("path"):
+        return Path(str(data_cfg.path)).expanduser()
+    source = data_cfg.get("source", "stdlib")
+    if source == "stdlib":
+        from codeselect.stdlib_pool import build_stdlib_pool
+
+        return build_stdlib_pool(cache_dir / "pools", min_pairs=int(data_cfg.get("min_pairs", 10000)))
+    raise UserError("no pool given: set data.path=FILE", key="data.path")
+
+
+def check_sample_num(sample_num: Any, pool_size: int, pool_path: Path) -> int:
+    """sample_num must be an integer in [1, pool size]."""
+    if isinstance(sample_num, bool) or not isinstance(sample_num, int):
+        raise UserError(f"must be an integer, got {sample_num!r}", key="sample_num")
+    if sample_num <= 0:
+        raise UserError(f"must be positive, got {sample_num}", key="sample_num")
+    if sample_num > pool_size:
+        raise UserError(f"{sample_num} is larger than the pool ({pool_size} records in {pool_path})",
+                        key="sample_num")
+    return sample_num
+
+
+def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
+    """Run one selection as configured; write outputs into `run_dir`; return the manifest."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from codeselect.selectors.base import SelectionContext, resolve_device
+
+    t_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    cache_dir = Path(str(cfg.cache_dir)).expanduser()
+    device = resolve_device(str(cfg.get("device", "auto")))
+
+    pool_path = resolve_pool_path(cfg.data, cache_dir)
+    records = load_pool(pool_path)
+    k = check_sample_num(cfg.sample_num, len(records), pool_path)
+    selector = instantiate(cfg.selector, _convert_="all")
+    log.info("pool %s: %d records; selecting %d with %s", pool_path, len(records), k, selector.name)
+
+    from codeselect.embeddings import embed_pool
+
+    t0 = time.perf_counter()
+    embeddings = embed_pool(records, cfg.embedding, cache_dir=cache_dir, device=device)
+    embed_s = time.perf_counter() - t0
+
+    ctx = SelectionContext(records=records, embeddings=embeddings, seed=int(cfg.seed),
+                           cache_dir=cache_dir, pool_hash=pool_hash(records), device=device)
+    t0 = time.perf_counter()
+    indices = [int(i) for i in selector.select(ctx, k)]
+    select_s = time.perf_counter() - t0
+    if len(indices) != k or len(set(indices)) != k or not all(0 <= i < len(records) for i in indices):
+        raise RuntimeError(f"selector {selector.name} returned {len(indices)} indices "
+                           f"({len(set(indices))} distinct) for k={k}")
+
+    from codeselect.metrics import subset_metrics
+
+    t0 = time.perf_counter()
+    metrics = subset_metrics(embeddings, indices, seed=int(cfg.seed),
+                             mmd_sample=int(cfg.get("metrics", {}).get("mmd_sample", 4000)))
+    metrics_s = time.perf_counter() - t0
+
+    out_file = run_dir / selection_filename(pool_path, k)
+    write_jsonl(out_file, [records[i] for i in indices])
+    plot_file = None
+    if cfg.get("plot", True):
+        from codeselect.plots import plot_selection
+
+        plot_file = plot_selection(embeddings.float().cpu().numpy(), indices, run_dir / "selection.png",
+                                   title=f"{selector.name}, {k:,} of {len(records):,}", seed=int(cfg.seed))
+    timings = {"embed_s": round(embed_s, 3), "select_s": round(select_s, 3),
+               "metrics_s": round(metrics_s, 3), "total_s": round(time.perf_counter() - t_start, 3)}
+    manifest = {
+        "selector": selector.name,
+        "sample_num": k,
+        "pool_size": len(records),
+        "pool_path": str(pool_path),
+        "pool_hash": ctx.pool_hash,
+        "embedding_dim": int(embeddings.shape[1]),
+        "output_file": out_file.name,
+        "selected_ids": [str(records[i]["id"]) for i in indices],
+        "timings": timings,
+        "metrics": metrics,
+        "selector_info": ctx.info,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    write_json(run_dir / "selection.json", manifest)
+
+    from codeselect.tracking import start_tracker
+
+    tracker = start_tracker(cfg.get("logger"), run_dir, manifest["config"], job_type="select",
+                            name=f"{selector.name}-sn{k}", tags=[selector.name, f"sn{k}"])
+    for step, loss in enumerate(ctx.info.get("loss_history", [])):
+        tracker.log({"selector/loss": loss}, step=step)
+    tracker.summary({"metrics": metrics, "timings": timings, "sample_num": k,
+                     "pool_size": len(records), "selector": selector.name})
+    if plot_file is not None:
+        tracker.log_image("selection", plot_file)
+    tracker.finish()
+
+    print(f"selected {k} of {len(records)} records with {selector.name} in {timings['total_s']:.1f} s")
+    print(f"  records:  {out_file}")
+    print(f"  manifest: {run_dir / 'selection.json'}")
+    return manifest
