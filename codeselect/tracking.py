@@ -120,6 +120,21 @@ class WandbTracker(Tracker):
         self.run.finish()
 
 
+def sweep_group() -> str | None:
+    """Inside a Hydra multirun job: a group name shared by every job of the sweep (from its dir)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return None
+        parts = Path(str(hc.sweep.dir)).parts
+        return "-".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
+    except Exception:  # not under Hydra
+        return None
+
+
 def start_tracker(logger_cfg: Mapping[str, Any] | None, run_dir: str | Path,
                   config: Mapping[str, Any], job_type: str, name: str | None = None,
                   tags: list[str] | None = None) -> Tracker:
@@ -134,7 +149,8 @@ def start_tracker(logger_cfg: Mapping[str, Any] | None, run_dir: str | Path,
         all_tags = [str(t) for t in list(cfg.get("tags") or []) + list(tags or [])]
         try:
             return WandbTracker(run_dir, config, project=cfg.get("project", "codeselect"),
-                                job_type=job_type, name=name, group=cfg.get("group"),
+                                job_type=job_type, name=name,
+                                group=cfg.get("group") or sweep_group(),
                                 tags=all_tags, mode=cfg.get("mode"))
         except Exception as exc:  # tracking must never kill a run
             log.warning("W&B unavailable (%s); falling back to CSV logs", exc)
