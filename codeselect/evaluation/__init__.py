@@ -1,0 +1,1 @@
+"""Evaluation on HumanEval+/MBPP+ through evalplus: benchmarks, generation, sandboxed scoring."""

@@ -1,0 +1,209 @@
+"""Sanitize and score samples with evalplus's own sanitizer and checker, inside the sandbox.
+
+`load_samples` validates a samples file (evalplus's format: `{"task_id", "solution"}` or
+`{"task_id", "completion"}` per line), `sanitize_samples` runs `evalplus.sanitize.sanitize`,
+`score` runs evalplus's `check_correctness` on every sample in parallel sandboxes and returns
+results in evalplus's `*_eval_results.json` layout, `pass_at_k` and `summarize` give the numbers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from codeselect.errors import UserError
+from codeselect.evaluation.benchmarks import Benchmark, ground_truth
+from codeselect.evaluation.execute import execute_jobs
+from codeselect.evaluation.sandbox import Limits
+
+log = logging.getLogger(__name__)
+
+SANITIZED_SUFFIX = "-sanitized.jsonl"
+
+
+def load_samples(path: str | Path, bench: Benchmark) -> list[dict[str, Any]]:
+    """Read and check a samples JSONL; problems raise UserError naming the file, line and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("samples file not found", file=path, key="samples")
+    out: list[dict[str, Any]] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    rec = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"malformed JSON ({exc.msg} at column {exc.colno})",
+                                    file=path, line=lineno) from None
+                if not isinstance(rec, dict):
+                    raise UserError("expected a JSON object", file=path, line=lineno)
+                if not isinstance(rec.get("task_id"), str):
+                    raise UserError("missing or non-string task_id", file=path, line=lineno,
+                                    key="task_id")
+                code_key = "solution" if "solution" in rec else "completion"
+                if not isinstance(rec.get(code_key), str):
+                    raise UserError("missing or non-string solution (or completion)", file=path,
+                                    line=lineno, key="solution")
+                if rec["task_id"] not in bench.problems:
+                    raise UserError(f"unknown task id {rec['task_id']!r} for {bench.name}",
+                                    file=path, line=lineno, key="task_id")
+                solution = rec.get("solution")
+                if solution is None:  # a completion continues the prompt (evalplus's convention)
+                    solution = bench.problems[rec["task_id"]]["prompt"] + rec["completion"]
+                out.append({"task_id": rec["task_id"], "solution": solution})
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text ({exc.reason})", file=path) from None
+    if not out:
+        raise UserError("no samples in file", file=path, key="samples")
+    return out
+
+
+def is_sanitized(path: str | Path) -> bool:
+    """evalplus's naming: sanitized files end with `-sanitized.jsonl`."""
+    return str(path).endswith(SANITIZED_SUFFIX)
+
+
+def sanitized_name(path: str | Path) -> str:
+    """`x.jsonl` -> `x-sanitized.jsonl` (evalplus's `sanitize` output name)."""
+    name = Path(path).name
+    return name if is_sanitized(name) else name[: -len(".jsonl")] + SANITIZED_SUFFIX \
+        if name.endswith(".jsonl") else name + SANITIZED_SUFFIX
+
+
+def sanitize_samples(samples: list[dict[str, Any]], bench: Benchmark) -> list[dict[str, Any]]:
+    """evalplus's sanitizer (keeps the entry point and what it depends on) on every sample."""
+    from evalplus.sanitize import sanitize
+
+    return [{"task_id": s["task_id"],
+             "solution": sanitize(s["solution"], bench.entry_point(s["task_id"]))}
+            for s in samples]
+
+
+def _fail_tests(bench: Benchmark, task_id: str, kind: str, res: list | None) -> list:
+    """evalplus's `*_fail_tests`: the last input run before failing (fast check)."""
+    if not res or res[0] == "pass" or not res[1] or bench.humaneval_tests:
+        return []
+    inputs = bench.problems[task_id][f"{kind}_input"]
+    failed = [inputs[len(res[1]) - 1]]
+    if bench.name == "mbpp":
+        from evalplus.data.mbpp import mbpp_serialize_inputs
+
+        failed = mbpp_serialize_inputs(task_id, failed)
+    return failed
+
+
+def score(samples: list[dict[str, Any]], bench: Benchmark, *, workers: int | None = None,
+          limits: Limits = Limits(), sandbox: str = "auto", cache_dir: str | Path | None = None,
+          min_time_limit: float = 1.0, gt_time_limit_factor: float = 4.0,
+          base_only: bool = False) -> dict[str, Any]:
+    """Check every sample; return evalplus's results layout (`date`, `hash`, `eval`) plus
+    `sandbox_errors` (samples whose sandbox gave no result and that were marked failed)."""
+    base_only = base_only or bench.base_only
+    workers = workers or os.cpu_count() or 1
+    task_ids = list(dict.fromkeys(s["task_id"] for s in samples))
+    gt = ground_truth(bench, task_ids, cache_dir)
+    jobs, seen = [], Counter()
+    for s in samples:
+        tid = s["task_id"]
+        idx = seen[tid]
+        seen[tid] += 1
+        job: dict[str, Any] = {"key": f"{tid}#{idx}", "solution": s["solution"],
+                               "base_only": base_only}
+        if bench.humaneval_tests:
+            job.update(problem=bench.problems[tid], humaneval_tests=True, budget=6.0)
+        else:
+            prob = {k: bench.problems[tid][k] for k in
+                    ("task_id", "entry_point", "base_input", "plus_input", "atol", "prompt")}
+            job.update(problem=prob, expected=gt[tid])
+            budget = 0.0
+            for kind in ("base",) if base_only else ("base", "plus"):
+                limits_ = [max(min_time_limit, gt_time_limit_factor * t)
+                           for t in gt[tid][f"{kind}_time"]]
+                budget += min(60.0, sum(limits_)) + 3.0
+            job["budget"] = budget
+        jobs.append(job)
+    opts = {"dataset": bench.name, "min_time_limit": min_time_limit,
+            "gt_time_limit_factor": gt_time_limit_factor}
+    got = execute_jobs(jobs, opts, workers=workers, limits=limits, mode=sandbox)
+    results: dict[str, Any] = {"date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+                               "hash": bench.hash, "eval": {}}
+    errors = []
+    for job, s in zip(jobs, samples):
+        r = got[job["key"]]
+        if r.get("sandbox_error"):
+            errors.append(job["key"])
+        tid = s["task_id"]
+        plus = None if base_only else r.get("plus")
+        results["eval"].setdefault(tid, []).append({
+            "task_id": tid,
+            "solution": s["solution"],
+            "base_status": r["base"][0],
+            "plus_status": plus[0] if plus else None,
+            "base_fail_tests": _fail_tests(bench, tid, "base", r["base"]),
+            "plus_fail_tests": _fail_tests(bench, tid, "plus", plus),
+        })
+    results["sandbox_errors"] = errors
+    return results
+
+
+def pass_at_k(results: dict[str, Any], ks: tuple[int, ...] = (1, 10, 100)
+              ) -> dict[str, dict[str, float | None]]:
+    """evalplus's unbiased pass@k over tasks, on base tests and on base + plus tests."""
+    import numpy as np
+    from evalplus.eval import estimate_pass_at_k
+
+    per_task = list(results["eval"].values())
+    total = np.array([len(r) for r in per_task])
+    base = np.array([sum(x["base_status"] == "pass" for x in r) for r in per_task])
+    has_plus = all(x["plus_status"] is not None for r in per_task for x in r)
+    plus = np.array([sum(x["base_status"] == x["plus_status"] == "pass" for x in r)
+                     for r in per_task])
+    out = {}
+    for k in ks:
+        if total.min() >= k:
+            out[f"pass@{k}"] = {
+                "base": float(estimate_pass_at_k(total, base, k).mean()),
+                "plus": float(estimate_pass_at_k(total, plus, k).mean()) if has_plus else None}
+    return out
+
+
+def summarize(results: dict[str, Any], bench: Benchmark, **extra: Any) -> dict[str, Any]:
+    """`summary.json`: benchmark, n_tasks, pass@1 {base, plus} (fractions), pass@k when n > 1."""
+    ks = pass_at_k(results)
+    n_samples = sum(len(r) for r in results["eval"].values())
+    summary: dict[str, Any] = {
+        "benchmark": bench.name,
+        "dataset_source": bench.source,
+        "base_tests_only": bench.base_only,
+        "dataset_hash": bench.hash,
+        "n_tasks": len(results["eval"]),
+        "n_tasks_in_benchmark": len(bench.problems),
+        "n_samples": n_samples,
+        "pass@1": ks["pass@1"],
+    }
+    if n_samples > len(results["eval"]):
+        summary["pass@k"] = ks
+    summary["sandbox_errors"] = list(results.get("sandbox_errors", []))
+    summary.update(extra)
+    return summary
+
+
+def per_task_rows(results: dict[str, Any]) -> list[list[Any]]:
+    """Rows (task_id, sample, base_status, plus_status) for the W&B per-task table."""
+    return [[tid, i, r["base_status"], r["plus_status"]]
+            for tid, rs in results["eval"].items() for i, r in enumerate(rs)]
+
+
+def write_eval_results(results: dict[str, Any], path: str | Path) -> Path:
+    """evalplus's `*_eval_results.json` (date, hash, eval), written atomically."""
+    from codeselect.data import write_json
+
+    payload = {k: results[k] for k in ("date", "hash", "eval")}
+    write_json(path, payload)
+    return Path(path)
