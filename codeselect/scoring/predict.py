@@ -1,0 +1,67 @@
+"""The Lightning pieces of scoring: a predict-only module and a writer that saves results as they come.
+
+Module-level classes (not closures) so that `strategy=ddp_spawn` can pickle them to worker processes.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from codeselect.scoring.config import ScorerConfig
+from codeselect.scoring.encoding import PPL_KINDS
+from codeselect.scoring.loading import load_model
+from codeselect.scoring.reductions import expected_rating, last_position_logits, masked_perplexity
+from codeselect.scoring.store import ScoreStore
+
+
+class ScoringModule(pl.LightningModule):
+    """Loads the scorer in `configure_model` (once per rank) and turns padded batches into scores."""
+
+    def __init__(self, cfg: ScorerConfig, source: str, device: str, kinds: list[str],
+                 rating_ids: list[int] | None) -> None:
+        super().__init__()
+        self.cfg, self.source, self.target_device = cfg, source, device
+        self.kinds, self.rating_ids = kinds, rating_ids
+        self.scorer = None
+
+    def configure_model(self) -> None:
+        if self.scorer is None:
+            self.scorer = load_model(self.cfg, self.source, self.target_device)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        logits = self.scorer(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        kind = self.kinds[int(batch["kind"])]
+        if kind in PPL_KINDS:
+            values = masked_perplexity(logits, batch["input_ids"], batch["starts"], batch["lengths"])
+        else:
+            values = expected_rating(last_position_logits(logits, batch["lengths"]), self.rating_ids)
+        return {"kind": kind, "indices": batch["indices"].cpu().numpy(),
+                "values": values.double().cpu().numpy()}
+
+
+class PartWriter(BasePredictionWriter):
+    """Writes every `every` completed batches to the score cache, so an interrupted run can resume."""
+
+    def __init__(self, store: ScoreStore, every: int) -> None:
+        super().__init__(write_interval="batch")
+        self.store, self.every = store, every
+        self.buffer: list[dict[str, Any]] = []
+
+    def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Any,
+                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.buffer.append(prediction)
+        if len(self.buffer) >= self.every:
+            self.flush(trainer.global_rank)
+
+    def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+        self.flush(trainer.global_rank)
+
+    def flush(self, rank: int) -> None:
+        for kind in sorted({p["kind"] for p in self.buffer}):
+            done = [p for p in self.buffer if p["kind"] == kind]
+            self.store.write_part(kind, f"r{rank}", np.concatenate([p["indices"] for p in done]),
+                                  np.concatenate([p["values"] for p in done]))
+        self.buffer = []
