@@ -1,0 +1,48 @@
+"""IFD baseline: keep the k samples with the highest instruction-following difficulty.
+
+IFD = PPL(response | instruction) / PPL(response), both from the scorer LM (the base model to be
+fine-tuned), the conditional one in the paper's prompt format with the instruction masked out of the
+loss. Highest first; ties keep pool order; samples with nothing to score (NaN) rank last.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from codeselect.selectors.base import SelectionContext, Selector
+
+
+class IFDSelector(Selector):
+    """Top-k by IFD. `scores_path` (JSONL with `id` and `ifd`) skips the LM."""
+
+    name = "ifd"
+    needs_embeddings = False
+
+    def __init__(self, scorer: Any = None, scores_path: str | None = None, name: str = "ifd",
+                 progress: bool = True) -> None:
+        self.scorer, self.scores_path, self.name, self.progress = scorer, scores_path, name, progress
+
+    def scores(self, ctx: SelectionContext) -> np.ndarray:
+        """IFD per pool sample, from the scores file or the scorer LM."""
+        from codeselect.scoring import compute_scores, read_scores_file, single_scorer, summarize
+
+        if self.scores_path:
+            ifd = read_scores_file(self.scores_path, ["ifd"], ctx.records)["ifd"]
+            ctx.info["scores_path"] = str(self.scores_path)
+        else:
+            info: dict[str, Any] = {}
+            s = compute_scores(ctx.records, ["ppl", "ppl_alone"], single_scorer(self.scorer),
+                               cache_dir=ctx.cache_dir, pool_hash=ctx.pool_hash,
+                               device=ctx.device, progress=self.progress, info=info)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ifd = s["ppl"] / s["ppl_alone"]
+            ctx.info.update(info)
+            ctx.info["ppl"], ctx.info["ppl_alone"] = summarize(s["ppl"]), summarize(s["ppl_alone"])
+        ctx.info["ifd"] = summarize(ifd)
+        return ifd
+
+    def select(self, ctx: SelectionContext, k: int) -> list[int]:
+        from codeselect.scoring import top_k_descending
+
+        return top_k_descending(self.scores(ctx), k)
