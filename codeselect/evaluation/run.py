@@ -1,0 +1,162 @@
+"""The evaluate job: (generate) -> sanitize -> sandboxed evalplus scoring -> summary.json + W&B.
+
+`python evaluate.py benchmark=mbpp samples=FILE` scores existing generations (raw ones are
+sanitized first); `python evaluate.py model=<checkpoint|hub id> benchmark=humaneval backend=vllm`
+generates first (resumable) into `<root>/<dataset>/<model-id>_<backend>_temp<T>.jsonl`.
+Outputs in the run dir: `<samples-stem>-sanitized.jsonl` (when sanitized here),
+`<sanitized-stem>_eval_results.json` (evalplus's format) and `summary.json`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from codeselect.errors import UserError
+
+log = logging.getLogger("codeselect.evaluate")
+
+
+def model_argv(argv: Sequence[str], conf_dir: Path) -> list[str]:
+    """`model=<path or hub id>` -> `model=hf model.path=<...>` (the `model` group is shared with
+    train.py: a known group option such as `model=deepseek-coder-6.7b` is kept as is)."""
+    out = []
+    for arg in argv:
+        if arg.startswith("model=") and not (conf_dir / "model" / f"{arg[6:]}.yaml").is_file():
+            out += ["model=hf", f"model.path={arg[6:]}"]
+        else:
+            out.append(arg)
+    return out
+
+
+def _gen_config(cfg: Any) -> Any:
+    from codeselect.evaluation.generate import GenConfig
+
+    g = cfg.generation
+    return GenConfig(n_samples=int(g.n_samples), temperature=float(g.temperature),
+                     top_p=float(g.top_p), max_new_tokens=int(g.max_new_tokens),
+                     seed=int(cfg.seed), prompt=str(g.prompt),
+                     instruction_prefix=str(g.instruction_prefix),
+                     response_prefix=str(g.response_prefix), extra_stop=list(g.extra_stop or []))
+
+
+def make_backend(cfg: Any, model: str, gen: Any) -> Any:
+    """The backend named by `backend.name` (hf | vllm)."""
+    from codeselect.evaluation.generate import HFBackend, VLLMBackend
+
+    b = cfg.backend
+    if b.name == "hf":
+        return HFBackend(model, device=str(b.device), dtype=str(b.dtype), cfg=gen,
+                         trust_remote_code=bool(b.trust_remote_code))
+    if b.name == "vllm":
+        return VLLMBackend(model, cfg=gen, tensor_parallel_size=int(b.tensor_parallel_size),
+                           dtype=str(b.dtype), max_model_len=b.max_model_len,
+                           gpu_memory_utilization=float(b.gpu_memory_utilization),
+                           enable_prefix_caching=bool(b.enable_prefix_caching),
+                           trust_remote_code=bool(b.trust_remote_code))
+    raise UserError(f"unknown backend {b.name!r} (hf | vllm)", key="backend")
+
+
+def _model_path(cfg: Any) -> str:
+    m = cfg.get("model") or {}
+    path = m.get("path") if m.get("source", "hf") == "hf" else None
+    if not path:
+        raise UserError("nothing to evaluate: pass samples=<file.jsonl> or model=<checkpoint "
+                        "folder or hub id>", key="model")
+    if str(path).startswith((".", "/", "~")) and not Path(path).expanduser().exists():
+        raise UserError("model folder not found", file=path, key="model")
+    return str(path)
+
+
+def generate(cfg: Any, bench: Any, problems: dict[str, Any]) -> Path:
+    """Generate samples for `problems` with the configured model and backend (resumable)."""
+    from codeselect.evaluation.generate import generate_samples, output_path
+
+    model = _model_path(cfg)
+    gen = _gen_config(cfg)
+    out = output_path(cfg.root, bench.name, model, cfg.backend.name, gen.temperature,
+                      cfg.get("model_id"))
+    backend = make_backend(cfg, model, gen)
+    started = time.time()
+    generate_samples(problems, bench.name, backend, backend.tokenizer, gen, out,
+                     batch_size=int(cfg.backend.batch_size),
+                     progress=lambda d, t: log.info("generated %d/%d tasks", d, t))
+    log.info("generation took %.1fs -> %s", time.time() - started, out)
+    return out
+
+
+def run_evaluation(cfg: Any, run_dir: Path) -> dict[str, Any]:
+    """The whole job; returns the summary (also written to `run_dir/summary.json`)."""
+    from omegaconf import OmegaConf
+
+    from codeselect.data import write_json, write_jsonl
+    from codeselect.evaluation.benchmarks import load_benchmark
+    from codeselect.evaluation.sandbox import Limits
+    from codeselect.evaluation.scoring import (is_sanitized, load_samples, per_task_rows,
+                                               sanitize_samples, sanitized_name, score,
+                                               summarize, write_eval_results)
+    from codeselect.tracking import start_tracker
+
+    started = time.time()
+    b = cfg.benchmark
+    bench = load_benchmark(str(b.name), b.get("path"), download=bool(b.download),
+                           fallback=bool(b.fallback))
+    problems = bench.problems
+    if cfg.get("limit"):
+        problems = dict(list(problems.items())[: int(cfg.limit)])
+    timings: dict[str, float] = {}
+    if cfg.get("samples"):
+        samples_path = Path(str(cfg.samples)).expanduser()
+        generated = False
+    else:
+        t = time.time()
+        samples_path = generate(cfg, bench, problems)
+        timings["generate_s"] = round(time.time() - t, 2)
+        generated = True
+    samples = load_samples(samples_path, bench)  # validates before anything is written
+    if generated or cfg.get("limit"):
+        samples = [s for s in samples if s["task_id"] in problems]
+    mode = str(cfg.sanitize)
+    if mode not in ("auto", "true", "false", "True", "False"):
+        raise UserError(f"must be auto, true or false, got {mode!r}", key="sanitize")
+    do_sanitize = not is_sanitized(samples_path) if mode == "auto" else mode.lower() == "true"
+    t = time.time()
+    if do_sanitize:
+        samples = sanitize_samples(samples, bench)
+        sanitized_path = (samples_path.parent if generated else run_dir) / sanitized_name(samples_path)
+        write_jsonl(sanitized_path, samples)
+    else:
+        sanitized_path = samples_path
+    timings["sanitize_s"] = round(time.time() - t, 2)
+    sb = cfg.sandbox
+    limits = Limits(memory_mb=int(sb.memory_mb), cpu_s=int(sb.cpu_s), nproc=int(sb.nproc),
+                    fsize_mb=int(sb.fsize_mb), nofile=int(sb.nofile), tmpfs_mb=int(sb.tmpfs_mb))
+    t = time.time()
+    results = score(samples, bench, workers=cfg.get("workers") or os.cpu_count(), limits=limits,
+                    sandbox=str(sb.mode), cache_dir=cfg.cache_dir,
+                    min_time_limit=float(cfg.evalplus.min_time_limit),
+                    gt_time_limit_factor=float(cfg.evalplus.gt_time_limit_factor))
+    timings["score_s"] = round(time.time() - t, 2)
+    results_path = run_dir / sanitized_name(sanitized_path).replace(".jsonl", "_eval_results.json")
+    write_eval_results(results, results_path)
+    from codeselect.evaluation.sandbox import resolve_mode
+
+    timings["total_s"] = round(time.time() - started, 2)
+    summary = summarize(results, bench, samples=str(samples_path), sanitized=str(sanitized_path),
+                        eval_results=str(results_path), sandbox=resolve_mode(str(sb.mode)),
+                        timings=timings)
+    write_json(run_dir / "summary.json", summary)
+    p1 = summary["pass@1"]
+    log.info("%s pass@1: base %.3f, plus %s (%d tasks%s)", bench.name, p1["base"],
+             "n/a" if p1["plus"] is None else f"{p1['plus']:.3f}", summary["n_tasks"],
+             ", base tests only" if bench.base_only else "")
+    tracker = start_tracker(cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True),
+                            job_type="evaluate", name=f"{bench.name}-{Path(samples_path).stem}",
+                            tags=[bench.name])
+    tracker.summary({k: v for k, v in summary.items() if k != "sandbox_errors"})
+    tracker.log_table("per_task", ["task_id", "sample", "base_status", "plus_status"],
+                      per_task_rows(results))
+    tracker.finish()
+    return summary
