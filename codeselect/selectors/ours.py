@@ -1,0 +1,283 @@
+"""ours: the paper's parametric, distribution-consistent and diversity-aware selector.
+
+k centroids theta (k x d) start as copies of k pool embeddings (seeded; or farthest-point init).
+Each step normalises them and minimises (SYSTEM.md section 3)
+
+    J = -mean_i [ s_i/t - log(exp(s_i/t) + balance * r_{c_i}) ] = mean_i softplus(log(balance) + log r_{c_i} - s_i/t)
+
+with s_i = max_j <f_i, theta_j>, c_i its argmax, and r_j = sum_l exp(<theta_j, theta_l>/t) where
+only the column centroid theta_l receives gradient. Full-batch Adam, then the greedy unique mapping
+of centroids to samples (codeselect.mapping).
+
+Computed well: the n x k argmax runs chunked under no_grad (bf16 screen + exact fp32 re-score, see
+`codeselect.mapping.nearest`); only the winning pairs carry gradient, so the sample-side backward is
+an index_add of weighted features, O(n d); the loss uses the stable softplus form; the k x k
+repulsion is chunked (its softmax rows cached when they fit in `kk_cache_mb`). The optimisation is a
+LightningModule run by a Lightning Trainer: CPU, one GPU, or DDP with the features sharded across
+ranks (each rank's loss is scaled so that DDP's gradient averaging yields the global gradient).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+
+from codeselect.errors import UserError
+from codeselect.mapping import greedy_unique_mapping, nearest, resolve_precision
+from codeselect.selectors.base import SelectionContext, Selector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Objective:
+    """The loss on one shard of the features, with its gradient w.r.t. the normalised centroids.
+
+    `scale` is the weight of one sample's term: 1/n in one process; world_size/n under DDP, whose
+    gradient averaging then gives the global gradient (the repulsion's backward is linear in the
+    per-centroid weights, so per-rank partial sums add up exactly).
+    """
+
+    features: torch.Tensor
+    temperature: float = 0.07
+    balance: float = 1.0
+    scale: float = 1.0
+    chunk_size: int = 4096
+    precision: str = "auto"
+    exact_argmax: bool = True
+    kk_cache_mb: float = 1024.0
+    stats: dict[str, Any] = field(default_factory=dict)
+    _features_bf16: torch.Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.precision = resolve_precision(self.precision, self.features.device)
+
+    def _kk_rows(self, k: int) -> int:
+        return max(1, min(k, (64 << 20) // max(1, k)))  # ~256 MB of fp32 per k x k row block
+
+    def log_repulsion(self, theta_hat: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """log r_j = logsumexp_l <theta_j, theta_l>/t, chunked; the logits blocks when they fit."""
+        k = theta_hat.shape[0]
+        cache: list[torch.Tensor] | None = [] if k * k * 4 <= self.kk_cache_mb * (1 << 20) else None
+        logr = torch.empty(k, dtype=torch.float32, device=theta_hat.device)
+        step = self._kk_rows(k)
+        for lo in range(0, k, step):
+            logits = (theta_hat[lo:lo + step] @ theta_hat.T).div_(self.temperature)
+            logr[lo:lo + step] = torch.logsumexp(logits, dim=1)
+            if cache is not None:
+                cache.append(logits)
+        return logr, cache
+
+    @torch.no_grad()
+    def loss_and_grad(self, theta_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale * sum_i loss_i, its gradient w.r.t. theta_hat), both fp32."""
+        t = self.temperature
+        feats = self.features
+        theta_hat = theta_hat.float()
+        k = theta_hat.shape[0]
+        if self.precision == "bf16" and self._features_bf16 is None:
+            self._features_bf16 = feats.to(torch.bfloat16)
+        s, c = nearest(feats, theta_hat, chunk_size=self.chunk_size, precision=self.precision,
+                       exact=self.exact_argmax, x_bf16=self._features_bf16)
+        a = s / t
+        grad = torch.zeros_like(theta_hat)
+        if self.balance > 0:
+            logr, cache = self.log_repulsion(theta_hat)
+            z = (math.log(self.balance) + logr[c]) - a
+            terms, p = F.softplus(z), torch.sigmoid(z)
+        else:  # J = 0 and no gradient
+            logr, cache = None, None
+            terms, p = torch.zeros_like(a), torch.zeros_like(a)
+        loss = (terms.double().sum() * self.scale).float()
+        g_s = p * (-self.scale / t)  # dJ/ds_i: only the winning pair (i, c_i) carries gradient
+        for lo in range(0, feats.shape[0], self.chunk_size):
+            hi = lo + self.chunk_size
+            grad.index_add_(0, c[lo:hi], feats[lo:hi].float() * g_s[lo:hi, None])
+        if logr is not None:
+            w = torch.zeros(k, dtype=torch.float32, device=theta_hat.device).index_add_(0, c, p)
+            w.mul_(self.scale)  # dJ/dlog r_j
+            step = self._kk_rows(k)
+            for b, lo in enumerate(range(0, k, step)):
+                logits = cache[b] if cache is not None else \
+                    (theta_hat[lo:lo + step] @ theta_hat.T).div_(t)
+                probs = logits.sub_(logr[lo:lo + step, None]).exp_()  # softmax rows of the block
+                # d log r_j / d theta_l = P_jl theta_j / t (column side only)
+                grad.addmm_(probs.T, theta_hat[lo:lo + step] * w[lo:lo + step, None], alpha=1.0 / t)
+        self.stats = {"assigned_centroids": int(torch.unique(c).numel())}
+        return loss, grad
+
+
+class _ObjectiveFn(torch.autograd.Function):
+    """Autograd bridge: forward computes loss and gradient at once, backward hands the gradient on."""
+
+    @staticmethod
+    def forward(ctx: Any, theta_hat: torch.Tensor, objective: Objective) -> torch.Tensor:
+        loss, grad = objective.loss_and_grad(theta_hat.detach())
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out, None
+
+
+def parametric_loss(theta: torch.Tensor, objective: Objective) -> torch.Tensor:
+    """The paper's loss of unnormalised centroids `theta` (differentiable w.r.t. theta)."""
+    return _ObjectiveFn.apply(F.normalize(theta, dim=1), objective)
+
+
+def init_indices(features: torch.Tensor, k: int, seed: int, init: str = "random") -> torch.Tensor:
+    """The k pool rows the centroids start from: a seeded random draw, or farthest-point (fps)."""
+    n = features.shape[0]
+    if init == "random":
+        return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:k]
+    if init == "fps":
+        from codeselect.selectors.kcenter import greedy_kcenter
+
+        first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(int(seed))))
+        picks, _ = greedy_kcenter(features.float(), k, first, progress=False)
+        return torch.tensor(picks, dtype=torch.long)
+    raise UserError(f"must be random or fps, got {init!r}", key="selector.init")
+
+
+class CentroidModule(pl.LightningModule):
+    """Parameters: the k centroids. Training step: the paper's loss on this rank's feature shard."""
+
+    def __init__(self, features: torch.Tensor, init: torch.Tensor, *, lr: float,
+                 **objective_kwargs: Any) -> None:
+        super().__init__()
+        self.centroids = torch.nn.Parameter(init.clone().float())
+        self.full_features = features
+        self.lr = lr
+        self.objective_kwargs = objective_kwargs
+        self.objective: Objective | None = None
+        self.loss_history: list[float] = []
+
+    def on_fit_start(self) -> None:
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        n = self.full_features.shape[0]
+        shard = torch.tensor_split(self.full_features, world)[rank].to(self.device)
+        self.objective = Objective(shard, scale=world / n, **self.objective_kwargs)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = parametric_loss(self.centroids, self.objective)
+        total = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean")  # the global loss
+        self.loss_history.append(float(total))
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def optimise_centroids(features: torch.Tensor, init: torch.Tensor, *, max_iter: int = 300,
+                       lr: float = 1e-3, accelerator: str = "cpu", devices: int | str = 1,
+                       strategy: str = "auto", progress: bool = False, deterministic: bool = True,
+                       **objective_kwargs: Any) -> tuple[torch.Tensor, list[float]]:
+    """Run the Lightning Trainer for `max_iter` full-batch steps; return (centroids, loss history)."""
+    from torch.utils.data import DataLoader
+
+    if max_iter == 0:
+        return init.clone().float(), []
+    module = CentroidModule(features, init, lr=lr, **objective_kwargs)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy,
+                         max_steps=max_iter, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, enable_progress_bar=progress,
+                         num_sanity_val_steps=0, use_distributed_sampler=False,
+                         # CPU kernels used here are deterministic already; on GPU this makes
+                         # index_add_ and friends deterministic too
+                         deterministic=deterministic and accelerator not in ("cpu",),
+                         precision="32-true")
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+            warnings.filterwarnings("ignore", ".*isinstance.treespec, LeafSpec.*")
+            trainer.fit(module, train_dataloaders=DataLoader(range(max_iter), batch_size=1))
+    finally:  # the Trainer switches deterministic algorithms on globally; give the caller its state back
+        torch.use_deterministic_algorithms(was_deterministic)
+    return module.centroids.detach().cpu(), module.loss_history
+
+
+class ParametricSelector(Selector):
+    """The paper's selector. Hyperparameters keep the reference's names and defaults."""
+
+    def __init__(self, name: str = "ours", max_iter: int = 300, temperature: float = 0.07,
+                 lr: float = 1e-3, balance: float = 1.0, init: str = "random",
+                 chunk_size: int = 4096, precision: str = "auto", exact_argmax: bool = False,
+                 kk_cache_mb: float = 1024.0, accelerator: str | None = None,
+                 devices: int | str = 1, strategy: str = "auto", deterministic: bool = True,
+                 mapping_candidates: int = 32, mapping_chunk_size: int = 1024,
+                 progress: bool = True) -> None:
+        checks = [("max_iter", max_iter >= 0), ("temperature", temperature > 0), ("lr", lr > 0),
+                  ("balance", balance >= 0), ("chunk_size", chunk_size >= 1),
+                  ("mapping_candidates", mapping_candidates >= 1),
+                  ("mapping_chunk_size", mapping_chunk_size >= 1)]
+        for key, ok in checks:
+            if not ok:
+                raise UserError(f"out of range: {locals()[key]!r}", key=f"selector.{key}")
+        if init not in ("random", "fps"):
+            raise UserError(f"must be random or fps, got {init!r}", key="selector.init")
+        if precision not in ("auto", "bf16", "fp32"):
+            raise UserError(f"must be auto, bf16 or fp32, got {precision!r}", key="selector.precision")
+        self.name = name
+        self.max_iter, self.temperature, self.lr, self.balance = int(max_iter), temperature, lr, balance
+        self.init, self.chunk_size, self.precision = init, int(chunk_size), precision
+        self.exact_argmax, self.kk_cache_mb = exact_argmax, kk_cache_mb
+        self.accelerator, self.devices, self.strategy = accelerator, devices, strategy
+        self.deterministic = deterministic
+        self.mapping_candidates, self.mapping_chunk_size = int(mapping_candidates), int(mapping_chunk_size)
+        self.progress = progress
+
+    def select(self, ctx: SelectionContext, k: int) -> list[int]:
+        if ctx.embeddings is None:
+            raise UserError("the ours selector needs embeddings", key="embedding")
+        feats = F.normalize(ctx.embeddings.float(), dim=1)
+        n = feats.shape[0]
+        if not 1 <= k <= n:
+            raise UserError(f"must be in [1, {n}] for a pool of {n} records, got {k}", key="sample_num")
+        accelerator = self.accelerator or ("gpu" if str(ctx.device).startswith("cuda") else "cpu")
+        device = "cuda" if accelerator in ("gpu", "cuda") else "cpu"
+        precision = resolve_precision(self.precision, device)
+
+        t0 = time.perf_counter()
+        start = init_indices(feats, k, ctx.seed, self.init)
+        t1 = time.perf_counter()
+        torch.manual_seed(int(ctx.seed))
+        theta, history = optimise_centroids(
+            feats, feats[start], max_iter=self.max_iter, lr=self.lr, accelerator=accelerator,
+            devices=self.devices, strategy=self.strategy, progress=self.progress,
+            deterministic=self.deterministic, temperature=self.temperature, balance=self.balance,
+            chunk_size=self.chunk_size, precision=precision, exact_argmax=self.exact_argmax,
+            kk_cache_mb=self.kk_cache_mb)
+        t2 = time.perf_counter()
+        theta_hat = F.normalize(theta.to(device), dim=1)
+        chosen, map_stats = greedy_unique_mapping(feats.to(device), theta_hat,
+                                                  candidates=self.mapping_candidates,
+                                                  chunk_size=self.mapping_chunk_size, precision=precision)
+        t3 = time.perf_counter()
+        ctx.info.update({
+            "loss_history": history,
+            "final_loss": history[-1] if history else None,
+            "steps": len(history),
+            "init": self.init,
+            "init_s": round(t1 - t0, 3),
+            "optimisation_s": round(t2 - t1, 3),
+            "mapping_s": round(t3 - t2, 3),
+            "precision": precision,
+            "accelerator": accelerator,
+            "mapping": map_stats,
+        })
+        log.info("ours: %d steps in %.1f s (final loss %s), mapping %.2f s", len(history), t2 - t1,
+                 f"{history[-1]:.5f}" if history else "n/a", t3 - t2)
+        return chosen
