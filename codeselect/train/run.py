@@ -43,6 +43,10 @@ def run_training(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     cache_dir = Path(str(cfg.cache_dir)).expanduser()
+    if OmegaConf.is_missing(cfg.data, "path"):
+        raise UserError("give the training data: data.path=<selection.jsonl>", key="data.path")
+    if "path" in cfg.model and OmegaConf.is_missing(cfg.model, "path"):
+        raise UserError("give a Hub id or a local folder: model.path=...", key="model.path")
     config = OmegaConf.to_container(cfg, resolve=True)
     data_cfg, model_cfg, strat_cfg = config["data"], config["model"], config["strategy"]
     trainer_cfg = dict(config.get("trainer") or {})
@@ -119,6 +123,8 @@ def run_training(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     fit_s = time.perf_counter() - t0
+    if every > 0:  # resume point at the very end too (a collective call under FSDP/DeepSpeed)
+        trainer.save_checkpoint(run_dir / "lightning" / "last.ckpt")
 
     hf_model = module.model
     state_dict = gather_state_dict(trainer, hf_model)
