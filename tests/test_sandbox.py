@@ -109,10 +109,10 @@ def test_dead_sandbox_loses_no_other_results(humaneval, cache_dir):
     hang = HEADER + "    while True:\n        pass\n"
     jobs = [{"key": k, "solution": s, "problem": prob, "expected": gt, "base_only": True,
              "budget": b} for k, s, b in
-            [("a", good, 8.0), ("hang", hang, 0.5), ("b", good, 8.0), ("c", good, 8.0)]]
+            [("a", good, 3.0), ("hang", hang, 0.5), ("b", good, 3.0), ("c", good, 3.0)]]
     # min_time_limit 60 s: the hanging job outlives the whole batch's budget, so the sandbox is killed
     opts = {"dataset": "humaneval", "min_time_limit": 60.0, "gt_time_limit_factor": 4.0}
-    res = execute_jobs(jobs, opts, workers=1, limits=Limits(), startup_s=5.0)
+    res = execute_jobs(jobs, opts, workers=1, limits=Limits(), startup_s=4.0)
     assert {k: res[k]["base"][0] for k in "abc"} == {"a": "pass", "b": "pass", "c": "pass"}
     assert res["hang"]["base"][0] == "fail" and res["hang"].get("sandbox_error") is True
 
