@@ -46,13 +46,19 @@ def sentinel(repo):
     return d
 
 
-def test_mode_is_namespaces_when_root():
+def test_mode_choice():
     if os.geteuid() == 0:
         assert detect_mode() in ("namespaces", "rlimits")
-    assert detect_mode() in ("namespaces", "userns", "rlimits")
+        with pytest.raises(ValueError, match="unprivileged"):
+            sandboxed_command(["true"], mode="userns")  # host root: no process cap there
+    else:
+        assert detect_mode() in ("userns", "rlimits")
 
 
-def test_hostile_generations_fail_and_the_host_is_untouched(humaneval, sentinel, cache_dir):
+@pytest.mark.parametrize("mode", ["auto", pytest.param("userns", marks=pytest.mark.slow)])
+def test_hostile_generations_fail_and_the_host_is_untouched(humaneval, sentinel, cache_dir, mode):
+    if mode == "userns" and detect_mode() != "userns":
+        pytest.skip("unprivileged user namespaces are for non-root users with namespaces")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(5)
@@ -83,7 +89,7 @@ def test_hostile_generations_fail_and_the_host_is_untouched(humaneval, sentinel,
     samples += [{"task_id": "HumanEval/53", "solution": _hostile(a)} for a in attacks.values()]
     samples += [{"task_id": "HumanEval/53", "solution": benign}]
     # one sandbox: every hostile sample runs before the last benign one, in the same sandbox
-    res = score(samples, humaneval, workers=1, cache_dir=cache_dir)
+    res = score(samples, humaneval, workers=1, cache_dir=cache_dir, sandbox=mode)
     statuses = [(r["base_status"], r["plus_status"]) for r in res["eval"]["HumanEval/53"]]
     names = ["benign", *attacks, "benign_after"]
     got = dict(zip(names, statuses))

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from codeselect.evaluation.sandbox import Limits, sandboxed_command
+from codeselect.evaluation.sandbox import Limits, check_sandbox, sandboxed_command
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ def execute_jobs(jobs: list[dict[str, Any]], opts: dict[str, Any], *, workers: i
                  progress: Callable[[int], None] | None = None) -> dict[str, Result]:
     """Run every job (dicts with `key`, `budget` seconds, and worker fields); return key -> result."""
     workers = max(1, min(workers, len(jobs) or 1))
+    mode = check_sandbox(mode, limits)  # a sandbox that cannot start is an error, not failed tasks
     results: dict[str, Result] = {}
     lock = threading.Lock()
 

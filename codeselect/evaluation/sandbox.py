@@ -12,6 +12,7 @@ generated code therefore runs inside a process started by `sandboxed_command`:
   downed loopback), no view of host processes, nothing writable outside the tmpfs.
 - mode `userns` (not root, unprivileged user namespaces allowed): the same, mapped to root inside
   a user namespace instead of a uid drop (the process cap then counts the user's processes).
+  Refused for root: mapped to host root, RLIMIT_NPROC is not enforced (root is exempt).
 - mode `rlimits` (no namespaces available): uid drop when root, rlimits, new session. The host
   file system is protected only by permissions; documented as the weak fallback.
 In every mode: RLIMIT_AS, RLIMIT_CPU, RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_NOFILE, no core files,
@@ -66,8 +67,8 @@ _NS_ARGS = ("--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-chi
 @functools.lru_cache(maxsize=None)
 def detect_mode() -> str:
     """The strongest isolation this machine allows (probed once per process)."""
-    if os.geteuid() == 0 and _unshare_works(_NS_ARGS):
-        return "namespaces"
+    if os.geteuid() == 0:
+        return "namespaces" if _unshare_works(_NS_ARGS) else "rlimits"
     if _unshare_works(("--user", "--map-root-user", *_NS_ARGS)):
         return "userns"
     return "rlimits"
@@ -77,6 +78,9 @@ def resolve_mode(mode: str) -> str:
     """`auto` -> the detected mode; an explicit mode is checked against what the machine allows."""
     if mode not in MODES:
         raise ValueError(f"unknown sandbox mode {mode!r} (one of {', '.join(MODES)})")
+    if mode == "userns" and os.geteuid() == 0:
+        # mapped to host root, RLIMIT_NPROC would not apply (root is exempt): no fork-bomb cap
+        raise ValueError("sandbox mode userns is for unprivileged users; as root use namespaces")
     return detect_mode() if mode == "auto" else mode
 
 
@@ -92,6 +96,23 @@ def sandboxed_command(argv: Sequence[str], *, slot: int = 0, limits: Limits = Li
         return [shutil.which("unshare") or "unshare", "--user", "--map-root-user", *_NS_ARGS,
                 "--", *jail]
     return jail
+
+
+@functools.lru_cache(maxsize=None)
+def check_sandbox(mode: str = "auto", limits: Limits = Limits()) -> str:
+    """Start one sandbox running Python; raise RuntimeError (with its stderr) if it cannot start,
+    so that a broken sandbox is never mistaken for failing generated code. Returns the mode."""
+    mode = resolve_mode(mode)
+    cmd = sandboxed_command([sys.executable, "-c", "print('sandbox-ok')"], limits=limits, mode=mode)
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                             start_new_session=True, cwd="/")
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"the {mode} sandbox did not start within 120 s") from None
+    if res.stdout.strip() != "sandbox-ok":
+        tail = " | ".join(res.stderr.strip().splitlines()[-3:])
+        raise RuntimeError(f"the {mode} sandbox cannot run Python (rc {res.returncode}): {tail}")
+    return mode
 
 
 # ----------------------------------------------------------------------------- inside the jail
@@ -210,10 +231,15 @@ def _set_limits(limits: Limits) -> None:
 def jail(mode: str, slot: int, limits: Limits, argv: list[str]) -> None:
     """Set up the sandbox around the current process, then exec `argv` (never returns)."""
     is_root = os.geteuid() == 0
-    uid = BASE_UID + slot if is_root and mode != "userns" else os.getuid()
+    reveal = [sys.base_prefix, sys.prefix, os.path.dirname(os.path.dirname(__file__))]
+    drop = is_root and mode != "userns"
+    if drop and mode == "rlimits" and any(_closed_ancestor(p) for p in reveal):
+        drop = False  # without a mount namespace the interpreter would be out of reach
+        print("codeselect sandbox: Python lives under a closed folder; running as root "
+              "(rlimits mode: weak isolation)", file=sys.stderr)
+    uid = BASE_UID + slot if drop else os.getuid()
     if mode in ("namespaces", "userns"):
-        reveal = [sys.base_prefix, sys.prefix, os.path.dirname(os.path.dirname(__file__))]
-        _lock_filesystem(limits, uid, reveal if uid != 0 else [])
+        _lock_filesystem(limits, uid, reveal if drop else [])
         workdir = "/tmp/work"
     else:
         import tempfile
@@ -224,7 +250,7 @@ def jail(mode: str, slot: int, limits: Limits, argv: list[str]) -> None:
         nproc = len([p for p in os.listdir("/proc") if p.isdigit()])
         limits = Limits(**{**asdict(limits), "nproc": limits.nproc + nproc})
     _set_limits(limits)
-    if is_root and mode != "userns":
+    if drop:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
