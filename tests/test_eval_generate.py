@@ -156,3 +156,12 @@ def test_hf_backend_end_to_end_on_tiny_model(repo, shared, tiny_model, tmp_path)
     assert sorted(results["eval"]) == ["Mbpp/2", "Mbpp/3", "Mbpp/4"]
     assert all(r[0]["base_status"] != "pass" for r in results["eval"].values())
     assert list(run.glob("wandb/offline-run-*"))  # the W&B run (offline)
+
+
+def test_model_argument_is_a_path_or_a_model_config(repo):
+    from codeselect.evaluation.run import model_argv
+
+    conf = repo / "conf"
+    assert model_argv(["model=/ckpt/x", "benchmark=mbpp"], conf) == [
+        "model=hf", "model.path=/ckpt/x", "benchmark=mbpp"]
+    assert model_argv(["model=deepseek-coder-6.7b"], conf) == ["model=deepseek-coder-6.7b"]

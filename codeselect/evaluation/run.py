@@ -60,8 +60,11 @@ def make_backend(cfg: Any, model: str, gen: Any) -> Any:
 
 
 def _model_path(cfg: Any) -> str:
+    from omegaconf import OmegaConf
+
     m = cfg.get("model") or {}
-    path = m.get("path") if m.get("source", "hf") == "hf" else None
+    missing = OmegaConf.is_missing(m, "path") if "path" in m else True
+    path = None if missing or m.get("source", "hf") != "hf" else m.get("path")
     if not path:
         raise UserError("nothing to evaluate: pass samples=<file.jsonl> or model=<checkpoint "
                         "folder or hub id>", key="model")
