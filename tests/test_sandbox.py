@@ -134,3 +134,17 @@ def test_sandbox_view(tmp_path):
     out = subprocess.run(sandboxed_command([sys.executable, "-c", code]), capture_output=True,
                          text=True, start_new_session=True, timeout=60)
     assert out.stdout.split() == ["True", "True", "nonet", "ro"], out.stderr
+
+
+def test_concurrent_evaluations_get_distinct_sandbox_uids(tmp_path):
+    """The process cap is per uid: two evaluations at once must not share one (leases are flocks)."""
+    from codeselect.evaluation.sandbox import lease_slots
+
+    with lease_slots(2, str(tmp_path)) as a:
+        code = ("import sys; from codeselect.evaluation.sandbox import lease_slots\n"
+                f"with lease_slots(2, {str(tmp_path)!r}) as b: print(*b)")
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        b = [int(x) for x in other.stdout.split()]
+    assert len(a) == 2 and len(b) == 2 and not set(a) & set(b), other.stderr
+    with lease_slots(2, str(tmp_path)) as again:
+        assert again == a  # released when the holders ended

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from codeselect.evaluation.sandbox import Limits, check_sandbox, sandboxed_command
+from codeselect.evaluation.sandbox import Limits, check_sandbox, lease_slots, sandboxed_command
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,6 @@ def execute_jobs(jobs: list[dict[str, Any]], opts: dict[str, Any], *, workers: i
     lock = threading.Lock()
 
     free_slots: queue.Queue[int] = queue.Queue()
-    for i in range(workers):
-        free_slots.put(i)
 
     def run_bin(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         slot = free_slots.get()  # one uid per concurrently running sandbox
@@ -122,6 +120,9 @@ def execute_jobs(jobs: list[dict[str, Any]], opts: dict[str, Any], *, workers: i
         budget = startup_s + sum(j["budget"] for j in batch)
         got = run_sandbox(batch, opts, slot=slot, limits=limits, mode=mode, timeout=budget)
         good = {k: v for k, v in got.items() if "error" not in v}
+        errors = [v["error"] for v in got.values() if "error" in v]
+        if errors:
+            log.warning("sandbox %d: %d infrastructure error(s), e.g. %s", slot, len(errors), errors[0])
         with lock:
             results.update(good)
         if progress:
@@ -129,7 +130,9 @@ def execute_jobs(jobs: list[dict[str, Any]], opts: dict[str, Any], *, workers: i
         return [j for j in batch if j["key"] not in good]
 
     started = time.time()
-    with ThreadPoolExecutor(workers) as pool:
+    with lease_slots(workers) as slots, ThreadPoolExecutor(workers) as pool:
+        for slot in slots:  # one uid per concurrently running sandbox, unique on this machine
+            free_slots.put(slot)
         leftovers = [j for b in pool.map(run_bin, _balance(jobs, workers)) for j in b]
         if leftovers:
             log.warning("re-running %d job(s) one by one in fresh sandboxes", len(leftovers))

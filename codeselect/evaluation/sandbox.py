@@ -20,6 +20,7 @@ a new session (the caller kills the whole process group on timeout).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import json
@@ -28,7 +29,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 MODES = ("auto", "namespaces", "userns", "rlimits")
 BASE_UID = 61000  # uid of sandbox slot i is BASE_UID + i (unprivileged, owns nothing on the host)
@@ -48,6 +49,34 @@ class Limits:
     fsize_mb: int = 64         # largest file a process may write
     nofile: int = 256          # open file descriptors
     tmpfs_mb: int = 256        # size of each private tmpfs
+
+
+@contextlib.contextmanager
+def lease_slots(n: int, lock_dir: str = "/tmp/codeselect-sandbox-slots") -> Iterator[list[int]]:
+    """Reserve `n` sandbox slots (uids BASE_UID + slot) no other process on this machine uses now.
+
+    RLIMIT_NPROC counts processes per uid machine-wide: two evaluations sharing a uid would share
+    one process cap, and a fork bomb in one would starve the other. Leases are `flock`s, so they
+    vanish with the process that held them."""
+    import fcntl
+
+    os.makedirs(lock_dir, exist_ok=True)
+    held: list[tuple[int, int]] = []
+    try:
+        for slot in range(4096):
+            if len(held) == n:
+                break
+            fd = os.open(os.path.join(lock_dir, f"{slot}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            held.append((slot, fd))
+        yield [slot for slot, _ in held]
+    finally:
+        for _, fd in held:
+            os.close(fd)
 
 
 def _unshare_works(args: tuple[str, ...]) -> bool:
