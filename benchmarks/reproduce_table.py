@@ -29,6 +29,9 @@ DATA = {"humaneval": SHARED / "data/evalplus/HumanEvalPlus-v0.1.10.jsonl",
         "mbpp": SHARED / "data/evalplus/MbppPlus-v0.2.0.jsonl"}
 
 
+NOTES = "<!-- notes: kept when this file is regenerated -->"
+
+
 def evalplus_baseline(pub, workers: int) -> float:
     """Seconds plain `evalplus.evaluate` (no sandbox, its ground-truth cache warm) takes on a file."""
     env = {**os.environ, "HUMANEVAL_OVERRIDE_PATH": str(DATA["humaneval"]),
@@ -109,8 +112,12 @@ def main() -> None:
         md += ["## Speed: ours (sandboxed) vs plain evalplus (unsandboxed, GT cache warm)", "",
                "| file | ours s | evalplus s | ratio |", "|---|---|---|---|"]
         md += [f"| {n} | {o} | {r:.1f} | {o / r:.2f} |" for n, o, r in baseline] + [""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(md))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    old = out.read_text() if out.is_file() else ""
+    if NOTES in old:  # hand-written analysis below the marker survives regeneration
+        md += [NOTES + old.split(NOTES, 1)[1].rstrip("\n")]
+    out.write_text("\n".join(md) + "\n")
     for b in ("humaneval", "mbpp"):
         if any(c.name.startswith(b + "/") for c in checks):
             print(paper_table(checks, b))
