@@ -36,7 +36,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_sandbox(jobs: list[dict[str, Any]], opts: dict[str, Any], *, slot: int, limits: Limits,
-                mode: str, timeout: float) -> dict[str, Result]:
+                mode: str, timeout: float, on_result: Callable[[], None] | None = None
+                ) -> dict[str, Result]:
     """Run `jobs` in one fresh sandbox; return the results it reported (possibly fewer)."""
     read_fd, write_fd = os.pipe()
     argv = [sys.executable, "-m", "codeselect.evaluation.worker", str(write_fd)]
@@ -75,6 +76,8 @@ def run_sandbox(jobs: list[dict[str, Any]], opts: dict[str, Any], *, slot: int, 
                     continue
                 if key in wanted and key not in results:  # first answer per job wins
                     results[key] = line
+                    if on_result is not None and "error" not in line:
+                        on_result()
     finally:
         timer.cancel()
         _kill_group(proc)  # the sandbox's PID namespace dies with its init
@@ -118,15 +121,14 @@ def execute_jobs(jobs: list[dict[str, Any]], opts: dict[str, Any], *, workers: i
 
     def _run_bin(slot: int, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         budget = startup_s + sum(j["budget"] for j in batch)
-        got = run_sandbox(batch, opts, slot=slot, limits=limits, mode=mode, timeout=budget)
+        got = run_sandbox(batch, opts, slot=slot, limits=limits, mode=mode, timeout=budget,
+                          on_result=(lambda: progress(1)) if progress else None)
         good = {k: v for k, v in got.items() if "error" not in v}
         errors = [v["error"] for v in got.values() if "error" in v]
         if errors:
             log.warning("sandbox %d: %d infrastructure error(s), e.g. %s", slot, len(errors), errors[0])
         with lock:
             results.update(good)
-        if progress:
-            progress(len(good))
         return [j for j in batch if j["key"] not in good]
 
     started = time.time()
@@ -141,6 +143,8 @@ def execute_jobs(jobs: list[dict[str, Any]], opts: dict[str, Any], *, workers: i
             second = []
     for job, missing in second:
         if missing:
+            if progress:
+                progress(1)
             results[job["key"]] = {"base": ["fail", []],
                                    "plus": None if job.get("base_only") else ["fail", []],
                                    "sandbox_error": True}

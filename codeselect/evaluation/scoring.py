@@ -130,7 +130,11 @@ def score(samples: list[dict[str, Any]], bench: Benchmark, *, workers: int | Non
         jobs.append(job)
     opts = {"dataset": bench.name, "min_time_limit": min_time_limit,
             "gt_time_limit_factor": gt_time_limit_factor}
-    got = execute_jobs(jobs, opts, workers=workers, limits=limits, mode=sandbox)
+    from tqdm import tqdm
+
+    with tqdm(total=len(jobs), desc=f"{bench.name} checks", unit="sample", disable=None) as bar:
+        got = execute_jobs(jobs, opts, workers=workers, limits=limits, mode=sandbox,
+                           progress=bar.update)
     results: dict[str, Any] = {"date": datetime.now().strftime("%Y-%m-%d %H:%M"),
                                "hash": bench.hash, "eval": {}}
     errors = []
