@@ -62,18 +62,29 @@ class Objective:
     def _kk_rows(self, k: int) -> int:
         return max(1, min(k, (64 << 20) // max(1, k)))  # ~256 MB of fp32 per k x k row block
 
-    def log_repulsion(self, theta_hat: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-        """log r_j = logsumexp_l <theta_j, theta_l>/t, chunked; the logits blocks when they fit."""
+    def _kk_block(self, theta_hat: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """E = exp((<theta_j, theta_l> - 1)/t) for rows lo:hi, in [0, 1] (rows are unit vectors, so
+        the largest logit is the diagonal's 1/t): one fused matmul and one in-place exp."""
+        shift = torch.full((1,), -1.0, dtype=theta_hat.dtype, device=theta_hat.device)
+        t = self.temperature
+        return torch.addmm(shift, theta_hat[lo:hi], theta_hat.T, beta=1.0 / t, alpha=1.0 / t).exp_()
+
+    def log_repulsion(self, theta_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
+                                                              list[torch.Tensor] | None]:
+        """(log r_j, the row sums of E, the E blocks when they fit in `kk_cache_mb`), chunked.
+
+        log r_j = 1/t + log sum_l exp((<theta_j, theta_l> - 1)/t): a log-sum-exp shifted by the row max.
+        """
         k = theta_hat.shape[0]
         cache: list[torch.Tensor] | None = [] if k * k * 4 <= self.kk_cache_mb * (1 << 20) else None
-        logr = torch.empty(k, dtype=torch.float32, device=theta_hat.device)
+        row_sum = torch.empty(k, dtype=torch.float32, device=theta_hat.device)
         step = self._kk_rows(k)
         for lo in range(0, k, step):
-            logits = (theta_hat[lo:lo + step] @ theta_hat.T).div_(self.temperature)
-            logr[lo:lo + step] = torch.logsumexp(logits, dim=1)
+            block = self._kk_block(theta_hat, lo, lo + step)
+            torch.sum(block, dim=1, out=row_sum[lo:lo + step])
             if cache is not None:
-                cache.append(logits)
-        return logr, cache
+                cache.append(block)
+        return row_sum.log() + 1.0 / self.temperature, row_sum, cache
 
     @torch.no_grad()
     def loss_and_grad(self, theta_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,31 +98,38 @@ class Objective:
         s, c = nearest(feats, theta_hat, chunk_size=self.chunk_size, precision=self.precision,
                        exact=self.exact_argmax, x_bf16=self._features_bf16)
         a = s / t
-        grad = torch.zeros_like(theta_hat)
         if self.balance > 0:
-            logr, cache = self.log_repulsion(theta_hat)
+            logr, row_sum, cache = self.log_repulsion(theta_hat)
             z = (math.log(self.balance) + logr[c]) - a
             terms, p = F.softplus(z), torch.sigmoid(z)
         else:  # J = 0 and no gradient
-            logr, cache = None, None
-            terms, p = torch.zeros_like(a), torch.zeros_like(a)
+            terms = p = torch.zeros_like(a)
         loss = (terms.double().sum() * self.scale).float()
-        g_s = p * (-self.scale / t)  # dJ/ds_i: only the winning pair (i, c_i) carries gradient
-        for lo in range(0, feats.shape[0], self.chunk_size):
-            hi = lo + self.chunk_size
-            grad.index_add_(0, c[lo:hi], feats[lo:hi].float() * g_s[lo:hi, None])
-        if logr is not None:
-            w = torch.zeros(k, dtype=torch.float32, device=theta_hat.device).index_add_(0, c, p)
-            w.mul_(self.scale)  # dJ/dlog r_j
+        # dJ/ds_i = -scale p_i / t, only for the winning pair (i, c_i): a sparse (k x n) @ (n x d)
+        grad = segment_sum(c, p * (-self.scale / t), feats, k)
+        if self.balance > 0:
+            w = torch.bincount(c, weights=p, minlength=k).float() * self.scale  # dJ/dlog r_j
+            v = (w / row_sum)[:, None] * theta_hat  # P_jl = E_jl / row_sum_j
             step = self._kk_rows(k)
             for b, lo in enumerate(range(0, k, step)):
-                logits = cache[b] if cache is not None else \
-                    (theta_hat[lo:lo + step] @ theta_hat.T).div_(t)
-                probs = logits.sub_(logr[lo:lo + step, None]).exp_()  # softmax rows of the block
-                # d log r_j / d theta_l = P_jl theta_j / t (column side only)
-                grad.addmm_(probs.T, theta_hat[lo:lo + step] * w[lo:lo + step, None], alpha=1.0 / t)
+                block = cache[b] if cache is not None else self._kk_block(theta_hat, lo, lo + step)
+                # d log r_j / d theta_l = P_jl theta_j / t (the column side only)
+                grad.addmm_(block.T, v[lo:lo + step], alpha=1.0 / t)
         self.stats = {"assigned_centroids": int(torch.unique(c).numel())}
         return loss, grad
+
+
+def segment_sum(index: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tensor:
+    """out_j = sum_{i: index_i = j} weights_i rows_i, as a CSR (k x n) @ (n x d) product: several
+    times faster than index_add_ on CPU, no n x d temporary, deterministic (sums in sample order)."""
+    order = torch.argsort(index, stable=True)
+    crow = torch.zeros(k + 1, dtype=torch.long, device=index.device)
+    crow[1:] = torch.bincount(index, minlength=k).cumsum(0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*[Ss]parse.*")
+        onehot = torch.sparse_csr_tensor(crow, order, weights[order].float(), size=(k, index.numel()),
+                                         device=index.device)
+        return onehot @ rows.float()
 
 
 class _ObjectiveFn(torch.autograd.Function):
