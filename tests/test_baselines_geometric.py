@@ -70,12 +70,12 @@ def brute_graphcut_bins(x: np.ndarray, bins: int, lam: float) -> tuple[list[np.n
 
 
 # ---------------------------------------------------------------- kcenter
-@pytest.mark.parametrize("n, d, k, dtype", [(400, 16, 60, "float64"), (300, 8, 300, "float64"),
-                                            (500, 32, 80, "float32")])
-def test_kcenter_matches_brute_force_greedy(n: int, d: int, k: int, dtype: str) -> None:
+@pytest.mark.parametrize("n, d, k, dtype, candidates", [(400, 16, 60, "float64", 8), (300, 8, 300, "float64", 16),
+                                                        (500, 32, 80, "float32", 2048), (500, 3, 200, "float64", 1)])
+def test_kcenter_matches_brute_force_greedy(n: int, d: int, k: int, dtype: str, candidates: int) -> None:
     x = clustered(n, d, seed=n)
     ctx = context(x)
-    picks = KCenterSelector(dtype=dtype, chunk_size=97, progress=False).select(ctx, k)
+    picks = KCenterSelector(dtype=dtype, chunk_size=97, candidates=candidates, progress=False).select(ctx, k)
     first = ctx.info["kcenter"]["first"]
     expected, radius = brute_kcenter(x.double().numpy(), k, first)
     assert picks == expected
@@ -85,7 +85,7 @@ def test_kcenter_matches_brute_force_greedy(n: int, d: int, k: int, dtype: str) 
 def test_kcenter_with_duplicate_rows_takes_every_row_once() -> None:
     x = clustered(60, 4, duplicates=20)
     ctx = context(x)
-    picks = KCenterSelector(dtype="float64", progress=False).select(ctx, 60)
+    picks = KCenterSelector(dtype="float64", candidates=4, progress=False).select(ctx, 60)
     assert sorted(picks) == list(range(60))
     assert ctx.info["kcenter"]["radius"] == 0.0
     # with exact duplicates left, the tie at distance 0 goes to the lowest unpicked index

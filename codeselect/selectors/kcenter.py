@@ -1,14 +1,17 @@
 """kcenter: greedy k-center (farthest-point) selection on euclidean distance.
 
 Start at a point drawn from the seed, then repeatedly add the pool point farthest from the chosen
-set. We keep one running vector of squared distances to the chosen set, so each step is one
-(chunked) matrix-vector product: O(n d) work and O(n + chunk) extra memory per step, never an
-n x k distance matrix. Ties go to the lowest pool index (`torch.argmax` returns the first
+set. We keep one running vector of squared distances to the chosen set (never an n x k distance
+matrix); a plain implementation updates it with one matrix-vector product per pick (O(n d)).
+Ours does the same greedy lazily: stale distances are upper bounds, so most picks only touch the
+farthest few thousand rows, and the whole pool is brought up to date with one chunked matrix
+product per block of picks. Ties go to the lowest pool index (`torch.argmax` returns the first
 maximum), so the picks equal those of a brute-force greedy from the same first point.
 """
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from tqdm.auto import tqdm
@@ -19,49 +22,85 @@ from codeselect.selectors.base import SelectionContext, Selector, resolve_device
 log = logging.getLogger(__name__)
 
 
-def greedy_kcenter(x: torch.Tensor, k: int, first: int, *, chunk_size: int = 1 << 20,
-                   trace_points: int = 100, progress: bool = True) -> tuple[list[int], dict]:
+def _refresh(x: torch.Tensor, sq: torch.Tensor, d2: torch.Tensor, new: list[int], chunk_size: int) -> None:
+    """d2 = min(d2, squared distance to each row of x[new]), chunk by chunk (in place)."""
+    if not new:
+        return
+    idx = torch.tensor(new, dtype=torch.long, device=x.device)
+    xn, sqn = x[idx], sq[idx]
+    for lo in range(0, x.shape[0], chunk_size):
+        hi = min(x.shape[0], lo + chunk_size)
+        dist = torch.addmm(sq[lo:hi, None] + sqn[None, :], x[lo:hi], xn.T, alpha=-2.0)
+        torch.minimum(d2[lo:hi], dist.min(dim=1).values, out=d2[lo:hi])
+    d2[idx] = -math.inf  # chosen rows are never picked again (matters for duplicates)
+
+
+def greedy_kcenter(x: torch.Tensor, k: int, first: int, *, chunk_size: int = 8192,
+                   candidates: int = 2048, trace_points: int = 100, progress: bool = True
+                   ) -> tuple[list[int], dict]:
     """Greedy k-center picks on the rows of `x` (any norms), starting at row `first`.
 
+    Each row's squared distance to the chosen set only shrinks, so a stale value is an upper
+    bound. We keep exact values for the `candidates` farthest rows and pick among them while the
+    best of them still beats every other row's (stale) bound; then one chunked matrix product
+    brings all rows up to date. The picks equal the plain greedy's (ties -> lowest index);
+    memory stays O(n + chunk_size * picks per block), never n x k.
+
     Returns the k picks in order and stats: `radius` (the covering radius of the picks: max over
-    the pool of the distance to the nearest pick) and `radius_trace` ([t, covering radius of the
-    first t picks] at up to `trace_points` evenly spaced t; it is also the distance of pick t+1).
+    the pool of the distance to the nearest pick), `radius_trace` ([t, covering radius of the
+    first t picks] at up to `trace_points` evenly spaced t) and `refreshes`.
     """
     n = x.shape[0]
     sq = (x * x).sum(dim=1)
-    d2 = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
-    picks = [int(first)]
+    d2 = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
+    picks: list[int] = [int(first)]
+    pending = [int(first)]
     every = max(1, k // max(1, trace_points))
     trace: list[list[float]] = []
-    p = int(first)
-    for step in tqdm(range(1, k + 1), desc="kcenter", disable=not progress, mininterval=1.0):
-        xp, sqp = x[p], sq[p]
-        for lo in range(0, n, chunk_size):  # d2 = min(d2, |x - x_p|^2), chunk by chunk
-            hi = min(n, lo + chunk_size)
-            new = sq[lo:hi] + sqp - 2.0 * (x[lo:hi] @ xp)
-            torch.minimum(d2[lo:hi], new, out=d2[lo:hi])
-        d2[p] = -float("inf")  # chosen points are never picked again (matters for duplicates)
-        p = int(torch.argmax(d2))  # first maximum: ties -> lowest index
-        radius = float(d2[p].clamp_min(0).sqrt())  # 0 once every point is chosen (d2 all -inf)
-        if step % every == 0 or step == k:
-            trace.append([step, radius])
-        if step == k:
-            break
-        picks.append(p)
-    return picks, {"radius": radius, "radius_trace": trace}
+    refreshes = 0
+    bar = tqdm(total=k, desc="kcenter", disable=not progress, mininterval=1.0)
+    bar.update(1)
+    while True:
+        _refresh(x, sq, d2, pending, chunk_size)
+        pending, refreshes = [], refreshes + 1
+        m = min(candidates, n)
+        thr = torch.topk(d2, m, sorted=False).values.min()
+        in_cand = d2 >= thr  # rows tied with the threshold are candidates too
+        cand = torch.nonzero(in_cand).flatten()  # ascending: ties -> lowest index
+        outside = float(d2.masked_fill(in_cand, -math.inf).max())  # bound on every other row
+        xc, sqc, dc = x[cand], sq[cand], d2[cand]
+        while True:
+            j = int(torch.argmax(dc))
+            best = float(dc[j])
+            if pending and not best > outside:
+                break  # another row may be farther now: bring every row up to date
+            t = len(picks)  # here `best` is exact and the farthest of all rows
+            if t % every == 0 or t == k:  # covering radius of the first t picks
+                trace.append([t, math.sqrt(max(best, 0.0))])
+            if t == k:
+                bar.close()
+                return picks, {"radius": trace[-1][1], "radius_trace": trace, "refreshes": refreshes}
+            p = int(cand[j])
+            picks.append(p)
+            pending.append(p)
+            bar.update(1)
+            torch.minimum(dc, sqc + sq[p] - 2.0 * (xc @ x[p]), out=dc)
+            dc[j] = -math.inf
 
 
 class KCenterSelector(Selector):
     """Greedy k-center on the (unit) embeddings; the first point is drawn from `ctx.seed`."""
 
     def __init__(self, name: str = "kcenter", device: str | None = None, dtype: str = "float32",
-                 chunk_size: int = 1 << 20, progress: bool = True) -> None:
+                 chunk_size: int = 8192, candidates: int = 2048, progress: bool = True) -> None:
         if dtype not in ("float32", "float64"):
             raise UserError(f"must be float32 or float64, got {dtype!r}", key="selector.dtype")
         if int(chunk_size) < 1:
             raise UserError(f"must be positive, got {chunk_size}", key="selector.chunk_size")
+        if int(candidates) < 1:
+            raise UserError(f"must be positive, got {candidates}", key="selector.candidates")
         self.name, self.device, self.dtype = name, device, dtype
-        self.chunk_size, self.progress = int(chunk_size), progress
+        self.chunk_size, self.candidates, self.progress = int(chunk_size), int(candidates), progress
 
     def select(self, ctx: SelectionContext, k: int) -> list[int]:
         if ctx.embeddings is None:
@@ -72,7 +111,8 @@ class KCenterSelector(Selector):
         device = resolve_device(self.device) if self.device else ctx.device
         x = ctx.embeddings.to(device=device, dtype=getattr(torch, self.dtype))
         first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(int(ctx.seed))))
-        picks, stats = greedy_kcenter(x, k, first, chunk_size=self.chunk_size, progress=self.progress)
+        picks, stats = greedy_kcenter(x, k, first, chunk_size=self.chunk_size, candidates=self.candidates,
+                                      progress=self.progress)
         ctx.info["kcenter"] = {"first": first, "device": str(device), "dtype": self.dtype, **stats}
         log.info("kcenter: %d picks from %d, covering radius %.4f", k, n, stats["radius"])
         return picks
