@@ -1,0 +1,182 @@
+"""Compare the runs of a sweep: `python -m codeselect.report <multirun dir> [--out DIR]`.
+
+Collects every job's `selection.json` (and, where present, `train.json` and evaluation `summary.json`
+files, and `failed.json` for jobs that failed), writes `report.md` and `report.csv` (selector x
+sample_num: time, subset metrics, pass@1) and PNG plots of metrics and pass@1 against sample_num per
+selector, like the paper's figure. No W&B account needed.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+METRICS = ("mmd", "coverage_mean_max_sim", "kcenter_radius", "diversity")
+SELECTOR_ORDER = ("ours", "random", "kcenter", "dq", "deita", "ifd", "ppl")
+
+
+def job_dir_of(path: Path, root: Path) -> Path:
+    """The Hydra job dir holding `path`: the nearest ancestor with a `.hydra` folder (else its parent)."""
+    for parent in [path.parent, *path.parent.parents]:
+        if (parent / ".hydra").is_dir():
+            return parent
+        if parent == root:
+            break
+    return path.parent
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def collect(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One row per selection found under `root`, plus the failed jobs."""
+    rows: list[dict[str, Any]] = []
+    for sel_path in sorted(root.rglob("selection.json")):
+        manifest = _read(sel_path)
+        if not manifest or "selector" not in manifest:
+            continue
+        job = job_dir_of(sel_path, root)
+        row: dict[str, Any] = {
+            "selector": manifest["selector"], "sample_num": int(manifest["sample_num"]),
+            "pool_size": manifest.get("pool_size"), "job": str(job.relative_to(root)) or ".",
+            "select_s": manifest.get("timings", {}).get("select_s"),
+            "total_s": manifest.get("timings", {}).get("total_s"),
+        }
+        for key in METRICS:
+            row[key] = manifest.get("metrics", {}).get(key)
+        for train_path in job.rglob("train.json"):
+            train = _read(train_path) or {}
+            row["train_final_loss"] = train.get("final_loss")
+            row["train_s"] = train.get("time_s")
+        for summ_path in sorted(job.rglob("summary.json")):
+            summary = _read(summ_path) or {}
+            bench, p1 = summary.get("benchmark"), summary.get("pass@1")
+            if bench and isinstance(p1, dict):
+                row[f"{bench}_base"] = p1.get("base")
+                row[f"{bench}_plus"] = p1.get("plus")
+        rows.append(row)
+    failed = []
+    for fail_path in sorted(root.rglob("failed.json")):
+        info = _read(fail_path) or {}
+        failed.append({"job": str(job_dir_of(fail_path, root).relative_to(root)),
+                       "error": info.get("error", "?"), "kind": info.get("kind", "?")})
+    order = {name: i for i, name in enumerate(SELECTOR_ORDER)}
+    rows.sort(key=lambda r: (order.get(r["selector"], len(order)), r["selector"], r["sample_num"]))
+    return rows, failed
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def columns_of(rows: list[dict[str, Any]]) -> list[str]:
+    cols = ["selector", "sample_num", "select_s", *METRICS]
+    extra = sorted({k for r in rows for k in r} - set(cols) - {"job", "pool_size", "total_s"})
+    return cols + extra + ["job"]
+
+
+def write_table(rows: list[dict[str, Any]], failed: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
+    cols = columns_of(rows)
+    csv_path, md_path = out / "report.csv", out / "report.md"
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["# Sweep report", "", f"{len(rows)} selections, {len(failed)} failed jobs.", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    if failed:
+        lines += ["", "## Failed jobs", ""] + [f"- `{f['job']}` ({f['kind']}): {f['error']}" for f in failed]
+    plots = sorted(p.name for p in out.glob("*.png"))
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    md_path.write_text("\n".join(lines) + "\n")
+    return md_path, csv_path
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in rows:
+        if r.get(key) is not None:
+            out[r["selector"]].append((r["sample_num"], float(r[key])))
+    return {name: sorted(points) for name, points in out.items()}
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Metrics (and pass@1 where evaluated) against sample_num, one line per selector."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    groups = [("subset_metrics.png", [*METRICS, "select_s"])]
+    evals = sorted({k for r in rows for k in r if k.endswith(("_base", "_plus"))})
+    if evals:
+        groups.append(("pass_at_1.png", evals))
+    for name, keys in groups:
+        keys = [k for k in keys if any(r.get(k) is not None for r in rows)]
+        if not keys:
+            continue
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), dpi=110, squeeze=False)
+        for ax, key in zip(axes[0], keys):
+            for selector, points in _series(rows, key).items():
+                xs, ys = zip(*points)
+                ys = [100 * y for y in ys] if name == "pass_at_1.png" else ys
+                ax.plot(xs, ys, marker="o", lw=2 if selector == "ours" else 1.2, label=selector)
+            ax.set_title(key.replace("_", " ") + (" (%)" if name == "pass_at_1.png" else ""), fontsize=9)
+            ax.set_xlabel("sample_num")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name)
+        plt.close(fig)
+        made.append(out / name)
+    return made
+
+
+def make_report(root: str | Path, out: str | Path | None = None) -> Path:
+    """Write report.md, report.csv and plots for the sweep under `root`; return the markdown path."""
+    root = Path(root)
+    out = Path(out) if out else root
+    out.mkdir(parents=True, exist_ok=True)
+    rows, failed = collect(root)
+    if not rows and not failed:
+        raise FileNotFoundError(f"no selection.json or failed.json under {root}")
+    plot(rows, out)
+    md, _ = write_table(rows, failed, out)
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m codeselect.report", description=__doc__.splitlines()[0])
+    parser.add_argument("root", help="a multirun dir (or any folder holding selection.json files)")
+    parser.add_argument("--out", help="where to write the report (default: the root)")
+    args = parser.parse_args(argv)
+    if not Path(args.root).is_dir():
+        print(f"error: {args.root}: not a directory", file=sys.stderr)
+        return 2
+    try:
+        md = make_report(args.root, args.out)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(md.read_text())
+    print(f"report: {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
