@@ -206,20 +206,32 @@ def _reveal(libc: ctypes.CDLL, paths: list[str]) -> None:
 WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
 
 
-def _lock_filesystem(limits: Limits, owner: int, reveal: list[str]) -> None:
+def _lock_filesystem(limits: Limits, owner: int, reveal: list[str], keep: list[str]) -> None:
     """Private tmpfs on /tmp, /var/tmp, /dev/shm; every other mount read-only (in our mount ns)."""
     libc = _libc()
     err = _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
     if err:
         raise OSError(err, "cannot make mounts private")
+    # Python, the venv or the repo may live under /tmp (a CI checkout): hold them open so they can be
+    # bound back (read-only below) after the private tmpfs covers their parent.
+    held = {p: os.open(p, os.O_PATH | os.O_DIRECTORY)
+            for p in dict.fromkeys(os.path.realpath(x) for x in keep)
+            if os.path.isdir(p) and any(p == w or p.startswith(w + "/") for w in WRITABLE)}
     for point in WRITABLE:
         if os.path.isdir(point):
             err = _mount(libc, "tmpfs", point, "tmpfs", _MS_NOSUID | _MS_NODEV,
                          f"size={limits.tmpfs_mb}m,mode=1777")
             if err:
                 raise OSError(err, f"cannot mount a private tmpfs on {point}")
+            for path, fd in held.items():
+                if path == point or path.startswith(point + "/"):
+                    os.makedirs(path, mode=0o755, exist_ok=True)
+                    if _mount(libc, f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC):
+                        raise OSError(f"cannot bind {path} back into the sandbox")
         if point == "/tmp":
             _reveal(libc, reveal)
+    for fd in held.values():
+        os.close(fd)
     for point, opts in _mount_points():
         if point in WRITABLE:
             continue
@@ -268,7 +280,7 @@ def jail(mode: str, slot: int, limits: Limits, argv: list[str]) -> None:
               "(rlimits mode: weak isolation)", file=sys.stderr)
     uid = BASE_UID + slot if drop else os.getuid()
     if mode in ("namespaces", "userns"):
-        _lock_filesystem(limits, uid, reveal if drop else [])
+        _lock_filesystem(limits, uid, reveal if drop else [], keep=reveal)
         workdir = "/tmp/work"
     else:
         import tempfile
