@@ -1,0 +1,77 @@
+"""Hydra multirun sweeps and the report: real runs on the embedded default pool and the tiny pipeline."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(script: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline")
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_selector_grid_multirun_and_report(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    # 3 selectors x 3 sizes; 20000 is larger than the default pool: those jobs fail, the sweep goes on
+    out = run("select.py", "-m", "selector=ours,random,kcenter", "sample_num=100,200,20000",
+              "logger=csv", "plot=false", f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    manifests = sorted(sweep.glob("*/selection.json"))
+    assert [p.parent.name for p in manifests] == ["kcenter-sn100", "kcenter-sn200", "ours-sn100",
+                                                  "ours-sn200", "random-sn100", "random-sn200"]
+    for p in manifests:
+        m = json.loads(p.read_text())
+        assert len(m["selected_ids"]) == m["sample_num"] == len(set(m["selected_ids"]))
+        assert (p.parent / m["output_file"]).is_file()
+    failed = sorted(p.parent.name for p in sweep.glob("*/failed.json"))
+    assert failed == ["kcenter-sn20000", "ours-sn20000", "random-sn20000"]
+
+    rep = subprocess.run([sys.executable, "-m", "codeselect.report", str(sweep)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    rows = list(csv.DictReader(open(sweep / "report.csv")))
+    assert [(r["selector"], r["sample_num"]) for r in rows] == [
+        ("ours", "100"), ("ours", "200"), ("random", "100"), ("random", "200"),
+        ("kcenter", "100"), ("kcenter", "200")]
+    assert all(0 < float(r["coverage_mean_max_sim"]) <= 1 for r in rows)
+    md = (sweep / "report.md").read_text()
+    assert "3 failed jobs" in md and "larger than the pool" in md and "![subset_metrics.png]" in md
+    png = sweep / "subset_metrics.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_report_on_an_empty_folder_is_a_user_error(tmp_path: Path) -> None:
+    rep = subprocess.run([sys.executable, "-m", "codeselect.report", str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert rep.returncode == 2 and rep.stderr.startswith("error: no selection.json")
+
+
+def test_full_pipeline_sweep_with_the_tiny_model(tmp_path: Path, shared: Path) -> None:
+    sweep = tmp_path / "pipe"
+    mbpp = shared / "data/evalplus/MbppPlus-v0.2.0.jsonl"
+    out = run("pipeline.py", "-m", "experiment=tiny", "selector=ours,random", "sample_num=100",
+              "logger=csv", f"hydra.sweep.dir={sweep}",
+              f"evaluate=['limit=2','generation.max_new_tokens=16','benchmark.path={mbpp}']", timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for job in ("ours-sn100", "random-sn100"):
+        summary = json.loads((sweep / job / "eval/mbpp/summary.json").read_text())
+        assert summary["benchmark"] == "mbpp" and summary["n_tasks"] == 2
+        assert summary["pass@1"]["base"] == 0.0  # a random-init tiny LM solves nothing
+        train = json.loads((sweep / job / "train/train.json").read_text())
+        assert train["steps"] == 10 and (sweep / job / "train/checkpoint/config.json").is_file()
+        assert not (sweep / job / "failed.json").exists()
+    rep = subprocess.run([sys.executable, "-m", "codeselect.report", str(sweep)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    rows = list(csv.DictReader(open(sweep / "report.csv")))
+    assert {r["selector"] for r in rows} == {"ours", "random"}
+    assert all(r["mbpp_base"] == "0.0" for r in rows)
+    assert (sweep / "pass_at_1.png").is_file()
