@@ -13,7 +13,7 @@ All on the L2-normalised embeddings, the selected set S against the pool P:
   O(k d) from the norm of the sum.
 
 The nearest-point search is chunked (exact, see codeselect.mapping.nearest), so a 92K x 768 pool
-with k = 25K needs a few hundred MB; the MMD needs O(mmd_sample^2) memory.
+with k = 25K needs a few hundred MB; the MMD needs O(mmd_sample^2) time and a few hundred MB.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def mmd2(pool: torch.Tensor, subset: torch.Tensor, h: float) -> float:
 
 
 def subset_metrics(embeddings: torch.Tensor, indices: Sequence[int], *, seed: int = 42,
-                   mmd_sample: int = 4000, chunk_size: int = 4096,
+                   mmd_sample: int = 20000, chunk_size: int = 4096,
                    precision: str = "auto") -> dict[str, float]:
     """Quality of the subset `indices` of the pool `embeddings` (n x d); see the module docstring."""
     x = F.normalize(embeddings.detach().float().cpu(), dim=1)

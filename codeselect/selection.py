@@ -73,7 +73,7 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     metrics = subset_metrics(embeddings, indices, seed=int(cfg.seed),
-                             mmd_sample=int(cfg.get("metrics", {}).get("mmd_sample", 4000)))
+                             mmd_sample=int(cfg.get("metrics", {}).get("mmd_sample", 20000)))
     metrics_s = time.perf_counter() - t0
 
     out_file = run_dir / selection_filename(pool_path, k)
