@@ -26,6 +26,33 @@ def _is_jsonl(path: Path) -> bool:
     return name.endswith(".jsonl")
 
 
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSONL file (optionally gzipped).
+
+    Malformed JSON, a line that is not an object, non-UTF-8 text or an unreadable file raise
+    UserError naming the file (and line).
+    """
+    path = Path(path)
+    try:
+        with _open_text(path) as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    rec = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"malformed JSON ({exc.msg} at column {exc.colno})",
+                                    file=path, line=lineno) from None
+                if not isinstance(rec, dict):
+                    raise UserError(f"expected a JSON object, got {type(rec).__name__}",
+                                    file=path, line=lineno)
+                yield lineno, rec
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text ({exc.reason})", file=path) from None
+    except (OSError, EOFError) as exc:
+        raise UserError(f"cannot read ({exc})", file=path) from None
+
+
 def _check_record(rec: Any, path: Path, line: int | None) -> None:
     if not isinstance(rec, dict):
         raise UserError(f"expected a JSON object, got {type(rec).__name__}", file=path, line=line)
@@ -52,42 +79,34 @@ def load_pool(path: str | Path) -> list[dict[str, Any]]:
         raise UserError("pool file not found", file=path)
     records: list[dict[str, Any]] = []
     lines: list[int | None] = []
-    try:
-        with _open_text(path) as fh:
-            if _is_jsonl(path):
-                for lineno, raw in enumerate(fh, start=1):
-                    if not raw.strip():
-                        continue
-                    try:
-                        rec = json.loads(raw)
-                    except json.JSONDecodeError as exc:
-                        raise UserError(f"malformed JSON ({exc.msg} at column {exc.colno})",
-                                        file=path, line=lineno) from None
-                    _check_record(rec, path, lineno)
-                    records.append(rec)
-                    lines.append(lineno)
-            else:
-                try:
-                    data = json.load(fh)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"malformed JSON ({exc.msg} at column {exc.colno})",
-                                    file=path, line=exc.lineno) from None
-                if not isinstance(data, list):
-                    raise UserError("a .json pool must hold a list of objects", file=path)
-                for i, rec in enumerate(data):
-                    if not isinstance(rec, dict):
-                        raise UserError(f"item {i} is not a JSON object", file=path)
-                    try:
-                        _check_record(rec, path, None)
-                    except UserError as exc:
-                        raise UserError(f"item {i}: {exc.args[0].split(': ', 1)[-1]}",
-                                        file=path, key=exc.key) from None
-                    records.append(rec)
-                    lines.append(None)
-    except UnicodeDecodeError as exc:
-        raise UserError(f"not UTF-8 text ({exc.reason})", file=path) from None
-    except (OSError, EOFError) as exc:
-        raise UserError(f"cannot read ({exc})", file=path) from None
+    if _is_jsonl(path):
+        for lineno, rec in iter_jsonl(path):
+            _check_record(rec, path, lineno)
+            records.append(rec)
+            lines.append(lineno)
+    else:
+        try:
+            with _open_text(path) as fh:
+                data = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"malformed JSON ({exc.msg} at column {exc.colno})",
+                            file=path, line=exc.lineno) from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"not UTF-8 text ({exc.reason})", file=path) from None
+        except (OSError, EOFError) as exc:
+            raise UserError(f"cannot read ({exc})", file=path) from None
+        if not isinstance(data, list):
+            raise UserError("a .json pool must hold a list of objects", file=path)
+        for i, rec in enumerate(data):
+            if not isinstance(rec, dict):
+                raise UserError(f"item {i} is not a JSON object", file=path)
+            try:
+                _check_record(rec, path, None)
+            except UserError as exc:
+                raise UserError(f"item {i}: {exc.args[0].split(': ', 1)[-1]}",
+                                file=path, key=exc.key) from None
+            records.append(rec)
+            lines.append(None)
     if not records:
         raise UserError("the pool is empty", file=path)
     seen: dict[str, int] = {}

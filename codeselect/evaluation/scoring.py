@@ -7,7 +7,6 @@ results in evalplus's `*_eval_results.json` layout, `pass_at_k` and `summarize` 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter
@@ -15,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from codeselect.data import iter_jsonl
 from codeselect.errors import UserError
 from codeselect.evaluation.benchmarks import Benchmark, ground_truth
 from codeselect.evaluation.execute import execute_jobs
@@ -31,34 +31,21 @@ def load_samples(path: str | Path, bench: Benchmark) -> list[dict[str, Any]]:
     if not path.is_file():
         raise UserError("samples file not found", file=path, key="samples")
     out: list[dict[str, Any]] = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    rec = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"malformed JSON ({exc.msg} at column {exc.colno})",
-                                    file=path, line=lineno) from None
-                if not isinstance(rec, dict):
-                    raise UserError("expected a JSON object", file=path, line=lineno)
-                if not isinstance(rec.get("task_id"), str):
-                    raise UserError("missing or non-string task_id", file=path, line=lineno,
-                                    key="task_id")
-                code_key = "solution" if "solution" in rec else "completion"
-                if not isinstance(rec.get(code_key), str):
-                    raise UserError("missing or non-string solution (or completion)", file=path,
-                                    line=lineno, key="solution")
-                if rec["task_id"] not in bench.problems:
-                    raise UserError(f"unknown task id {rec['task_id']!r} for {bench.name}",
-                                    file=path, line=lineno, key="task_id")
-                solution = rec.get("solution")
-                if solution is None:  # a completion continues the prompt (evalplus's convention)
-                    solution = bench.problems[rec["task_id"]]["prompt"] + rec["completion"]
-                out.append({"task_id": rec["task_id"], "solution": solution})
-    except UnicodeDecodeError as exc:
-        raise UserError(f"not UTF-8 text ({exc.reason})", file=path) from None
+    for lineno, rec in iter_jsonl(path):
+        if not isinstance(rec.get("task_id"), str):
+            raise UserError("missing or non-string task_id", file=path, line=lineno,
+                            key="task_id")
+        code_key = "solution" if "solution" in rec else "completion"
+        if not isinstance(rec.get(code_key), str):
+            raise UserError("missing or non-string solution (or completion)", file=path,
+                            line=lineno, key="solution")
+        if rec["task_id"] not in bench.problems:
+            raise UserError(f"unknown task id {rec['task_id']!r} for {bench.name}",
+                            file=path, line=lineno, key="task_id")
+        solution = rec.get("solution")
+        if solution is None:  # a completion continues the prompt (evalplus's convention)
+            solution = bench.problems[rec["task_id"]]["prompt"] + rec["completion"]
+        out.append({"task_id": rec["task_id"], "solution": solution})
     if not out:
         raise UserError("no samples in file", file=path, key="samples")
     return out

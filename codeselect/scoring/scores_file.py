@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from codeselect.data import iter_jsonl
 from codeselect.errors import UserError
 
 
@@ -23,39 +24,24 @@ def read_scores_file(path: str | Path, keys: Sequence[str],
     if not path.is_file():
         raise UserError("scores file not found", file=path)
     found: dict[str, list[float]] = {}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"malformed JSON ({exc.msg} at column {exc.colno})",
-                                    file=path, line=lineno) from None
-                if not isinstance(row, dict):
-                    raise UserError(f"expected a JSON object, got {type(row).__name__}", file=path, line=lineno)
-                if "id" not in row:
-                    raise UserError("missing required key", file=path, line=lineno, key="id")
-                values = []
-                for key in keys:
-                    if key not in row:
-                        raise UserError("missing required key", file=path, line=lineno, key=key)
-                    value = row[key]
-                    if isinstance(value, bool) or not isinstance(value, (int, float)):
-                        raise UserError(f"must be a number, got {json.dumps(value)}",
-                                        file=path, line=lineno, key=key)
-                    if not math.isfinite(value):
-                        raise UserError(f"must be a finite number, got {value}", file=path, line=lineno, key=key)
-                    values.append(float(value))
-                sid = str(row["id"])
-                if sid in found:
-                    raise UserError(f"duplicate id {sid!r}", file=path, line=lineno, key="id")
-                found[sid] = values
-    except UnicodeDecodeError as exc:
-        raise UserError(f"not UTF-8 text ({exc.reason})", file=path) from None
-    except OSError as exc:
-        raise UserError(f"cannot read ({exc})", file=path) from None
+    for lineno, row in iter_jsonl(path):
+        if "id" not in row:
+            raise UserError("missing required key", file=path, line=lineno, key="id")
+        values = []
+        for key in keys:
+            if key not in row:
+                raise UserError("missing required key", file=path, line=lineno, key=key)
+            value = row[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(f"must be a number, got {json.dumps(value)}",
+                                file=path, line=lineno, key=key)
+            if not math.isfinite(value):
+                raise UserError(f"must be a finite number, got {value}", file=path, line=lineno, key=key)
+            values.append(float(value))
+        sid = str(row["id"])
+        if sid in found:
+            raise UserError(f"duplicate id {sid!r}", file=path, line=lineno, key="id")
+        found[sid] = values
     missing = [str(r["id"]) for r in records if str(r["id"]) not in found]
     if missing:
         raise UserError(f"no scores for {len(missing)} of {len(records)} pool ids (first: {missing[0]!r})",
