@@ -38,7 +38,9 @@ def clustered(n: int, d: int, clusters: int = 64, seed: int = 0) -> torch.Tensor
 
 def ours(features: torch.Tensor, start: torch.Tensor, steps: int) -> tuple[list[int], dict]:
     t0 = time.perf_counter()
-    theta, hist = optimise_centroids(features, features[start], max_iter=steps, precision="bf16")
+    # the selector's defaults: bf16 argmax screen, winning similarity recomputed in fp32
+    theta, hist = optimise_centroids(features, features[start], max_iter=steps, precision="bf16",
+                                     exact_argmax=False)
     t1 = time.perf_counter()
     chosen, _ = greedy_unique_mapping(features, F.normalize(theta, dim=1), precision="bf16")
     t2 = time.perf_counter()
@@ -111,7 +113,7 @@ def main() -> None:
         st = init_indices(big, k, 42)
         print(f"projection: {steps} steps at {n} x {d}, k {k}", flush=True)
         t0 = time.perf_counter()
-        optimise_centroids(big, big[st], max_iter=steps, precision="bf16")
+        optimise_centroids(big, big[st], max_iter=steps, precision="bf16", exact_argmax=False)
         per_step = (time.perf_counter() - t0) / steps
         t0 = time.perf_counter()
         theta_big = F.normalize(big[st] + 0.01 * torch.randn(k, d), dim=1)

@@ -13,7 +13,6 @@ Writes benchmarks/results/reproduction.md.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
