@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from codeselect.evaluation.benchmarks import Benchmark
 from codeselect.evaluation.scoring import load_samples, pass_at_k, sanitize_samples, score
