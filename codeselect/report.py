@@ -77,7 +77,7 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+        return f"{value:.4g}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
 
 
