@@ -123,7 +123,13 @@ def _candidates(x: torch.Tensor, y: torch.Tensor, m: int, chunk_size: int,
     return idx_out, val_out, thr_out
 
 
-def greedy_unique_mapping(x: torch.Tensor, y: torch.Tensor, *, candidates: int = 32,
+def auto_candidates(n: int, k: int) -> int:
+    """Top-m list length: short when few samples get taken (cheap candidate pass), longer when most of
+    the pool ends up taken and short lists would often be exhausted (each exhaustion costs a pass)."""
+    return 8 if 4 * k <= n else 32
+
+
+def greedy_unique_mapping(x: torch.Tensor, y: torch.Tensor, *, candidates: int | None = None,
                           chunk_size: int = 1024, precision: str = "auto") -> tuple[list[int], dict]:
     """In order j = 0..k-1, centroid y_j takes its most similar row of x that no earlier centroid
     took (ties: lowest index). Same result as sorting all n similarities per centroid.
@@ -137,7 +143,7 @@ def greedy_unique_mapping(x: torch.Tensor, y: torch.Tensor, *, candidates: int =
         raise ValueError(f"cannot map {k} centroids to {n} distinct samples")
     precision = resolve_precision(precision, x.device)
     x, y = x.float(), y.float()
-    m = max(1, min(int(candidates), n))
+    m = max(1, min(int(candidates or auto_candidates(n, k)), n))
     cand_idx, cand_val, thr = _candidates(x, y, m, chunk_size, precision)
     taken = bytearray(n)
     chosen: list[int] = []

@@ -235,11 +235,11 @@ class ParametricSelector(Selector):
                  chunk_size: int = 4096, precision: str = "auto", exact_argmax: bool = False,
                  kk_cache_mb: float = 1024.0, accelerator: str | None = None,
                  devices: int | str = 1, strategy: str = "auto", deterministic: bool = True,
-                 mapping_candidates: int = 32, mapping_chunk_size: int = 1024,
+                 mapping_candidates: int | None = None, mapping_chunk_size: int = 1024,
                  progress: bool = True) -> None:
         checks = [("max_iter", max_iter >= 0), ("temperature", temperature > 0), ("lr", lr > 0),
                   ("balance", balance >= 0), ("chunk_size", chunk_size >= 1),
-                  ("mapping_candidates", mapping_candidates >= 1),
+                  ("mapping_candidates", mapping_candidates is None or mapping_candidates >= 1),
                   ("mapping_chunk_size", mapping_chunk_size >= 1)]
         for key, ok in checks:
             if not ok:
@@ -254,7 +254,8 @@ class ParametricSelector(Selector):
         self.exact_argmax, self.kk_cache_mb = exact_argmax, kk_cache_mb
         self.accelerator, self.devices, self.strategy = accelerator, devices, strategy
         self.deterministic = deterministic
-        self.mapping_candidates, self.mapping_chunk_size = int(mapping_candidates), int(mapping_chunk_size)
+        self.mapping_candidates = None if mapping_candidates is None else int(mapping_candidates)
+        self.mapping_chunk_size = int(mapping_chunk_size)
         self.progress = progress
 
     def select(self, ctx: SelectionContext, k: int) -> list[int]:
