@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from codeselect.errors import UserError
+
 
 @dataclass
 class SelectionContext:
@@ -42,3 +44,17 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def check_k(k: int, n: int) -> None:
+    """Every selector needs 1 <= k <= n (select.py checks earlier; this guards library callers)."""
+    if not 1 <= k <= n:
+        raise UserError(f"must be in [1, {n}] for a pool of {n} records, got {k}", key="sample_num")
+
+
+def pool_embeddings(ctx: SelectionContext, k: int, selector: str) -> torch.Tensor:
+    """The pool's embeddings for an embedding-based selector, after checking they exist and k fits."""
+    if ctx.embeddings is None:
+        raise UserError(f"the {selector} selector needs embeddings", key="embedding")
+    check_k(k, ctx.embeddings.shape[0])
+    return ctx.embeddings

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from codeselect.errors import UserError
-from codeselect.selectors.base import SelectionContext, Selector, resolve_device
+from codeselect.selectors.base import SelectionContext, Selector, pool_embeddings, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +154,9 @@ class DQSelector(Selector):
         self.block, self.progress = int(block), progress
 
     def select(self, ctx: SelectionContext, k: int) -> list[int]:
-        if ctx.embeddings is None:
-            raise UserError("the dq selector needs embeddings", key="embedding")
-        n = ctx.embeddings.shape[0]
-        if not 1 <= k <= n:
-            raise UserError(f"must be in [1, {n}] for a pool of {n} records, got {k}", key="sample_num")
+        emb = pool_embeddings(ctx, k, "dq")
         device = resolve_device(self.device) if self.device else ctx.device
-        x = ctx.embeddings.to(device=device, dtype=getattr(torch, self.dtype))
+        x = emb.to(device=device, dtype=getattr(torch, self.dtype))
         stats: dict = {}
         bins = graphcut_bins(x, self.bins, self.lam, block=self.block, progress=self.progress,
                              stats=stats)

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from codeselect.errors import UserError
-from codeselect.selectors.base import SelectionContext, Selector, resolve_device
+from codeselect.selectors.base import SelectionContext, Selector, pool_embeddings, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,10 @@ class KCenterSelector(Selector):
         self.chunk_size, self.candidates, self.progress = int(chunk_size), int(candidates), progress
 
     def select(self, ctx: SelectionContext, k: int) -> list[int]:
-        if ctx.embeddings is None:
-            raise UserError("the kcenter selector needs embeddings", key="embedding")
-        n = ctx.embeddings.shape[0]
-        if not 1 <= k <= n:
-            raise UserError(f"must be in [1, {n}] for a pool of {n} records, got {k}", key="sample_num")
+        emb = pool_embeddings(ctx, k, "kcenter")
+        n = emb.shape[0]
         device = resolve_device(self.device) if self.device else ctx.device
-        x = ctx.embeddings.to(device=device, dtype=getattr(torch, self.dtype))
+        x = emb.to(device=device, dtype=getattr(torch, self.dtype))
         first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(int(ctx.seed))))
         picks, stats = greedy_kcenter(x, k, first, chunk_size=self.chunk_size, candidates=self.candidates,
                                       progress=self.progress)

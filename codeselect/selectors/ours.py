@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from codeselect.errors import UserError
 from codeselect.mapping import greedy_unique_mapping, nearest, resolve_precision
-from codeselect.selectors.base import SelectionContext, Selector
+from codeselect.selectors.base import SelectionContext, Selector, pool_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -259,12 +259,7 @@ class ParametricSelector(Selector):
         self.progress = progress
 
     def select(self, ctx: SelectionContext, k: int) -> list[int]:
-        if ctx.embeddings is None:
-            raise UserError("the ours selector needs embeddings", key="embedding")
-        feats = F.normalize(ctx.embeddings.float(), dim=1)
-        n = feats.shape[0]
-        if not 1 <= k <= n:
-            raise UserError(f"must be in [1, {n}] for a pool of {n} records, got {k}", key="sample_num")
+        feats = F.normalize(pool_embeddings(ctx, k, "ours").float(), dim=1)
         accelerator = self.accelerator or ("gpu" if str(ctx.device).startswith("cuda") else "cpu")
         device = "cuda" if accelerator in ("gpu", "cuda") else "cpu"
         precision = resolve_precision(self.precision, device)

@@ -3,14 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from codeselect.errors import UserError
-from codeselect.selectors.base import SelectionContext, Selector
-
-
-def check_k(k: int, n: int) -> None:
-    """Every selector needs 1 <= k <= n (select.py checks earlier; this guards library callers)."""
-    if not 1 <= k <= n:
-        raise UserError(f"must be in [1, {n}] for a pool of {n} records, got {k}", key="sample_num")
+from codeselect.selectors.base import SelectionContext, Selector, check_k
 
 
 class RandomSelector(Selector):
