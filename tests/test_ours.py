@@ -51,7 +51,11 @@ def test_loss_and_gradient_match_dense_autograd(precision: str, exact: bool, bal
                                             precision=precision, exact_argmax=exact))
     ours.backward()
     assert float(ours) == pytest.approx(float(ref), rel=1e-5)
-    torch.testing.assert_close(theta.grad.double(), ref_theta.grad, rtol=1e-4, atol=1e-6)
+    if precision == "fp32":
+        torch.testing.assert_close(theta.grad.double(), ref_theta.grad, rtol=1e-4, atol=1e-6)
+    else:  # bf16 k x k products: the diagonal is exact, the rest carries bf16 rounding
+        err = float((theta.grad.double() - ref_theta.grad).norm() / ref_theta.grad.norm())
+        assert err < 0.02
 
 
 def test_loss_is_stable_at_low_temperature() -> None:
@@ -94,7 +98,7 @@ def test_mapping_matches_brute_force_greedy(precision: str, case: str) -> None:
     assert got == brute_greedy(x.double().numpy(), y.double().numpy())
     assert len(set(got)) == y.shape[0]
     if case != "spread":
-        assert stats["fallbacks"] > 0  # the exact fallback path was exercised
+        assert stats["refilled"] > 0  # the longer-list path was exercised
 
 
 def test_mapping_uses_every_sample_when_k_equals_n() -> None:
