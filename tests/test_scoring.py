@@ -263,3 +263,37 @@ def test_bad_scores_file_is_a_clear_user_error(tmp_path: Path, lines: list[str],
 def test_missing_scores_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="scores file not found"):
         read_scores_file(tmp_path / "nope.jsonl", ["ifd"], POOL3)
+
+
+def test_batch_plan_covers_every_sample_once_within_budget_and_fill() -> None:
+    rng = np.random.default_rng(3)
+    lengths = np.concatenate([rng.integers(5, 120, 300), [400, 390, 200, 37]])
+    eligible = rng.random(len(lengths)) > 0.1
+    plan = plan_batches(lengths, eligible, 1024, 16)
+    flat = np.concatenate(plan)
+    assert sorted(flat.tolist()) == np.flatnonzero(eligible).tolist()
+    for batch in plan:
+        longest = lengths[batch].max()
+        assert len(batch) == 1 or (len(batch) * longest <= 1024 and len(batch) <= 16)
+        assert lengths[batch].min() >= 0.9 * longest  # little padding
+    assert [b.tolist() for b in plan] == [b.tolist() for b in plan_batches(lengths, eligible, 1024, 16)]
+
+
+def test_head_only_scores_equal_full_logits(records: list[dict], cache: Path, tmp_path: Path,
+                                            monkeypatch) -> None:
+    """The LM head applied only where a score reads it gives the same scores as full logits."""
+    kinds = ["ppl", "ppl_alone", "complexity", "quality"]
+    fast = compute_scores(records, kinds, tiny(), cache_dir=cache, pool_hash=pool_hash(records), progress=False)
+    monkeypatch.setattr("codeselect.scoring.predict.plain_head", lambda model: False)
+    full = compute_scores(records, kinds, tiny(), cache_dir=tmp_path, pool_hash=pool_hash(records), progress=False)
+    for kind in kinds:
+        np.testing.assert_allclose(fast[kind], full[kind], rtol=1e-5, err_msg=kind)
+
+
+def test_plain_head_only_for_known_architectures(records: list[dict], cache: Path) -> None:
+    from codeselect.scoring.predict import plain_head
+
+    _, model = load_tiny(records, cache)
+    assert plain_head(model)
+    model.config.model_type = "gemma2"  # soft-caps its logits after the head
+    assert not plain_head(model)

@@ -10,18 +10,29 @@ import torch
 from codeselect.scoring.encoding import TokenStore
 
 
+# A batch only takes rows at least this fraction of its longest row: padding costs linear work in
+# the padded tokens and quadratic work in attention, and a sparse tail of long samples (few rows of
+# very different lengths) gains nothing from sharing a batch.
+MIN_FILL = 0.9
+
+
 def plan_batches(lengths: np.ndarray, eligible: np.ndarray, batch_tokens: int,
-                 max_batch_size: int) -> list[np.ndarray]:
+                 max_batch_size: int, min_fill: float = MIN_FILL) -> list[np.ndarray]:
     """Group the eligible samples longest first into batches whose padded size (rows x longest row)
-    stays within `batch_tokens` (a longer single sample still gets its own batch). Ties in length
-    keep pool order, so the same inputs always give the same plan."""
+    stays within `batch_tokens` (a longer single sample still gets its own batch) and whose rows are
+    at least `min_fill` of the longest. Ties in length keep pool order, so the same inputs always
+    give the same plan."""
     idx = np.flatnonzero(eligible)
     order = idx[np.argsort(-lengths[idx], kind="stable")]
+    sorted_len = lengths[order]
     batches: list[np.ndarray] = []
     begin = 0
     while begin < len(order):
-        longest = int(lengths[order[begin]])
+        longest = int(sorted_len[begin])
         rows = max(1, min(max_batch_size, batch_tokens // max(longest, 1)))
+        # rows that are long enough: a prefix of the descending run (binary search)
+        fill = int(np.searchsorted(-sorted_len[begin:begin + rows], -min_fill * longest, side="right"))
+        rows = max(1, fill)
         batches.append(order[begin:begin + rows])
         begin += rows
     return batches

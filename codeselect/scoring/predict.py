@@ -8,13 +8,27 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from codeselect.scoring.config import ScorerConfig
 from codeselect.scoring.encoding import PPL_KINDS
 from codeselect.scoring.loading import load_model
-from codeselect.scoring.reductions import expected_rating, last_position_logits, masked_perplexity
+from codeselect.scoring.reductions import (expected_rating, head_perplexity, head_rating,
+                                           last_position_logits, masked_perplexity)
 from codeselect.scoring.store import ScoreStore
+
+
+# Architectures whose logits are exactly `lm_head(final hidden state)` (no soft-capping or scaling
+# after the head), so the head may be applied to the needed positions only.
+PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "starcoder2", "gpt2", "gpt_bigcode"})
+
+
+def plain_head(model: Any) -> bool:
+    """Whether `model`'s logits are a plain linear head on its base model's last hidden state."""
+    head = model.get_output_embeddings()
+    return (getattr(model.config, "model_type", None) in PLAIN_HEAD_MODELS
+            and isinstance(head, torch.nn.Linear) and getattr(model, "base_model", None) is not model)
 
 
 class ScoringModule(pl.LightningModule):
@@ -26,21 +40,31 @@ class ScoringModule(pl.LightningModule):
         self.cfg, self.source, self.target_device = cfg, source, device
         self.kinds, self.rating_ids = kinds, rating_ids
         self.scorer = None
+        self.head_only = False
 
     def configure_model(self) -> None:
         if self.scorer is None:
             self.scorer = load_model(self.cfg, self.source, self.target_device)
+            self.head_only = plain_head(self.scorer)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         # Rows are right-padded and the scorer is causal: a real token never attends to the padding
         # after it, and only real positions are read below. So no mask is needed, which keeps SDPA on
         # its fused causal kernel instead of materialising a B x H x L x L mask (several times faster).
-        logits = self.scorer(input_ids=batch["input_ids"], use_cache=False).logits
-        kind = self.kinds[int(batch["kind"])]
-        if kind in PPL_KINDS:
-            values = masked_perplexity(logits, batch["input_ids"], batch["starts"], batch["lengths"])
+        ids, kind = batch["input_ids"], self.kinds[int(batch["kind"])]
+        if self.head_only:  # the LM head only where a score reads it (same numbers, less work)
+            hidden = self.scorer.base_model(input_ids=ids, use_cache=False).last_hidden_state
+            head = self.scorer.get_output_embeddings()
+            if kind in PPL_KINDS:
+                values = head_perplexity(hidden, head, ids, batch["starts"], batch["lengths"])
+            else:
+                values = head_rating(hidden, head, batch["lengths"], self.rating_ids)
         else:
-            values = expected_rating(last_position_logits(logits, batch["lengths"]), self.rating_ids)
+            logits = self.scorer(input_ids=ids, use_cache=False).logits
+            if kind in PPL_KINDS:
+                values = masked_perplexity(logits, ids, batch["starts"], batch["lengths"])
+            else:
+                values = expected_rating(last_position_logits(logits, batch["lengths"]), self.rating_ids)
         return {"kind": kind, "indices": batch["indices"].cpu().numpy(),
                 "values": values.double().cpu().numpy()}
 
