@@ -60,15 +60,15 @@ class Objective:
         self.precision = resolve_precision(self.precision, self.features.device)
 
     def _kk_rows(self, k: int) -> int:
-        return max(1, min(k, (64 << 20) // max(1, k)))  # ~256 MB of fp32 per k x k row block
+        return max(1, min(k, (64 << 20) // max(1, k)))  # 64M entries per k x k row block
 
     def _kk_block(self, theta_hat: torch.Tensor, theta_mm: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        """E = exp((<theta_j, theta_l> - 1)/t) for rows lo:hi, fp32, in [0, 1] (rows are unit vectors,
-        so the largest logit is the diagonal's 1/t): one fused matmul in `theta_mm`'s dtype and one
-        in-place exp. With bf16 the diagonal, the largest term of every row, is recomputed in fp32."""
+        """E = exp((<theta_j, theta_l> - 1)/t) for rows lo:hi in `theta_mm`'s dtype, in [0, 1] (rows
+        are unit vectors, so the largest logit is the diagonal's 1/t): one fused matmul and one
+        in-place exp. With bf16 the diagonal, the largest term of every row, is computed in fp32."""
         shift = torch.full((1,), -1.0, dtype=theta_mm.dtype, device=theta_mm.device)
         t = self.temperature
-        block = torch.addmm(shift, theta_mm[lo:hi], theta_mm.T, beta=1.0 / t, alpha=1.0 / t).float().exp_()
+        block = torch.addmm(shift, theta_mm[lo:hi], theta_mm.T, beta=1.0 / t, alpha=1.0 / t).exp_()
         if theta_mm.dtype != torch.float32:
             rows = theta_hat[lo:hi]
             block.diagonal(offset=lo).copy_(((rowwise_dot(rows, rows) - 1.0) / t).exp_())
@@ -92,9 +92,11 @@ class Objective:
         step = self._kk_rows(k)
         for lo in range(0, k, step):
             block = self._kk_block(theta_hat, theta_mm, lo, lo + step)
-            torch.sum(block, dim=1, out=row_sum[lo:lo + step])
+            for r in range(0, block.shape[0], 128):  # fp32 sums; small slices keep the upcast in cache
+                rows = block[r:r + 128]
+                torch.sum(rows, dim=1, dtype=torch.float32, out=row_sum[lo + r:lo + r + rows.shape[0]])
             if cache is not None:
-                cache.append(block.to(theta_mm.dtype))
+                cache.append(block)
         return row_sum.log() + 1.0 / self.temperature, row_sum, cache
 
     def _mm_dtype(self, theta_hat: torch.Tensor) -> torch.Tensor:
@@ -128,8 +130,7 @@ class Objective:
             v = v.to(theta_mm.dtype)
             step = self._kk_rows(k)
             for b, lo in enumerate(range(0, k, step)):
-                block = cache[b] if cache is not None else \
-                    self._kk_block(theta_hat, theta_mm, lo, lo + step).to(theta_mm.dtype)
+                block = cache[b] if cache is not None else self._kk_block(theta_hat, theta_mm, lo, lo + step)
                 # d log r_j / d theta_l = P_jl theta_j / t (the column side only)
                 grad.add_(block.T @ v[lo:lo + step], alpha=1.0 / t)
         self.stats = {"assigned_centroids": int(torch.count_nonzero(torch.bincount(c, minlength=k)))}
