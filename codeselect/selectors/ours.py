@@ -128,11 +128,18 @@ class Objective:
             v = (w / row_sum)[:, None] * theta_hat  # P_jl = E_jl / row_sum_j
             theta_mm = self._mm_dtype(theta_hat)
             v = v.to(theta_mm.dtype)
+            # Near an optimum the repulsion nearly cancels the attraction. The repulsion products
+            # accumulate onto the attraction in the matmul itself (fp32 accumulators, one rounding of
+            # the sum), and the attraction's own rounding is added back in fp32: the result carries
+            # bf16 rounding relative to the total gradient, not to either of its large parts.
+            total = grad.to(theta_mm.dtype)
+            residual = grad - total.float()
             step = self._kk_rows(k)
             for b, lo in enumerate(range(0, k, step)):
                 block = cache[b] if cache is not None else self._kk_block(theta_hat, theta_mm, lo, lo + step)
                 # d log r_j / d theta_l = P_jl theta_j / t (the column side only)
-                grad.add_(block.T @ v[lo:lo + step], alpha=1.0 / t)
+                total = torch.addmm(total, block.T, v[lo:lo + step], alpha=1.0 / t)
+            grad = total.float().add_(residual)
         self.stats = {"assigned_centroids": int(torch.count_nonzero(torch.bincount(c, minlength=k)))}
         return loss, grad
 
