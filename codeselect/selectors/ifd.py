@@ -10,18 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from codeselect.selectors.base import SelectionContext, Selector
+from codeselect.selectors.base import SelectionContext
+from codeselect.selectors.top_score import TopScoreSelector
 
 
-class IFDSelector(Selector):
+class IFDSelector(TopScoreSelector):
     """Top-k by IFD. `scores_path` (JSONL with `id` and `ifd`) skips the LM."""
 
     name = "ifd"
-    needs_embeddings = False
-
-    def __init__(self, scorer: Any = None, scores_path: str | None = None, name: str = "ifd",
-                 progress: bool = True) -> None:
-        self.scorer, self.scores_path, self.name, self.progress = scorer, scores_path, name, progress
 
     def scores(self, ctx: SelectionContext) -> np.ndarray:
         """IFD per pool sample, from the scores file or the scorer LM."""
@@ -41,8 +37,3 @@ class IFDSelector(Selector):
             ctx.info["ppl"], ctx.info["ppl_alone"] = summarize(s["ppl"]), summarize(s["ppl_alone"])
         ctx.info["ifd"] = summarize(ifd)
         return ifd
-
-    def select(self, ctx: SelectionContext, k: int) -> list[int]:
-        from codeselect.scoring import top_k_descending
-
-        return top_k_descending(self.scores(ctx), k)

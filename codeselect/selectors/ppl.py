@@ -10,18 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from codeselect.selectors.base import SelectionContext, Selector
+from codeselect.selectors.base import SelectionContext
+from codeselect.selectors.top_score import TopScoreSelector
 
 
-class PPLSelector(Selector):
+class PPLSelector(TopScoreSelector):
     """Top-k by conditional perplexity. `scores_path` (JSONL with `id` and `ppl`) skips the LM."""
 
     name = "ppl"
-    needs_embeddings = False
-
-    def __init__(self, scorer: Any = None, scores_path: str | None = None, name: str = "ppl",
-                 progress: bool = True) -> None:
-        self.scorer, self.scores_path, self.name, self.progress = scorer, scores_path, name, progress
 
     def scores(self, ctx: SelectionContext) -> np.ndarray:
         """PPL(response | instruction) per pool sample, from the scores file or the scorer LM."""
@@ -38,8 +34,3 @@ class PPLSelector(Selector):
             ctx.info.update(info)
         ctx.info["ppl"] = summarize(ppl)
         return ppl
-
-    def select(self, ctx: SelectionContext, k: int) -> list[int]:
-        from codeselect.scoring import top_k_descending
-
-        return top_k_descending(self.scores(ctx), k)
