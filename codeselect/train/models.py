@@ -53,6 +53,11 @@ def smollm2_checkpoint(cache_dir: Path) -> Path:
         raise UserError(f"no .gguf file inside {pkg}", key="model")
     log.info("converting %s to a Hugging Face checkpoint (once)", ggufs[0].name)
     model = AutoModelForCausalLM.from_pretrained(str(pkg), gguf_file=ggufs[0].name, dtype=torch.float32)
+    # The GGUF weights are de-quantized to fp32 on load; newer transformers still keep the GGUF
+    # "quantizer" on the model and then refuse to save it. The tensors are plain: drop the marker.
+    model.hf_quantizer = None
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
     tok = AutoTokenizer.from_pretrained(str(pkg), gguf_file=ggufs[0].name)
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # ranks started together convert side by side
     model.save_pretrained(tmp)
