@@ -40,17 +40,22 @@ def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a[:, None, :], b[:, :, None]).view(-1)
 
 
+def csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A sparse CSR matrix from entries given row by row (`rows` ascending); torch's beta warning
+    about sparse CSR tensors is silenced."""
+    crow = torch.zeros(shape[0] + 1, dtype=torch.long, device=rows.device)
+    crow[1:] = torch.bincount(rows, minlength=shape[0]).cumsum(0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*[Ss]parse.*")
+        return torch.sparse_csr_tensor(crow, cols, values, size=shape, device=rows.device)
+
+
 def pair_dots(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """<a[rows[p]], b[cols[p]]> for every pair p, fp32, with `rows` ascending and `cols` ascending
     within a row: a sampled dense product over a CSR pattern (no gathered copy of the rows; about
     5x faster than gather-and-multiply on CPU)."""
-    crow = torch.zeros(a.shape[0] + 1, dtype=torch.long, device=a.device)
-    crow[1:] = torch.bincount(rows, minlength=a.shape[0]).cumsum(0)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*[Ss]parse.*")
-        pattern = torch.sparse_csr_tensor(crow, cols, torch.zeros(cols.numel(), device=a.device),
-                                          size=(a.shape[0], b.shape[0]))
-        return torch.sparse.sampled_addmm(pattern, a.float(), b.float().T, beta=0.0).values()
+    pattern = csr(rows, cols, torch.zeros(cols.numel(), device=a.device), (a.shape[0], b.shape[0]))
+    return torch.sparse.sampled_addmm(pattern, a.float(), b.float().T, beta=0.0).values()
 
 
 def nearest(x: torch.Tensor, y: torch.Tensor, *, chunk_size: int = 4096, precision: str = "auto",
