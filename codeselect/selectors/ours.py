@@ -5,8 +5,8 @@ Each step normalises them and minimises (SYSTEM.md section 3)
 
     J = -mean_i [ s_i/t - log(exp(s_i/t) + balance * r_{c_i}) ] = mean_i softplus(log(balance) + log r_{c_i} - s_i/t)
 
-with s_i = max_j <f_i, theta_j>, c_i its argmax, and r_j = sum_l exp(<theta_j, theta_l>/t) where
-only the column centroid theta_l receives gradient. Full-batch Adam, then the greedy unique mapping
+with s_i = max_j <f_i, theta_j>, c_i its argmax, and r_b = sum_a exp(<sg(theta_a), theta_b>/t): the
+stop-gradient is on the summed-over side, so the gradient of r_b flows into theta_b itself. Full-batch Adam, then the greedy unique mapping
 of centroids to samples (codeselect.mapping).
 
 Computed well: the n x k argmax runs chunked under no_grad (bf16 screen, the winners' similarities
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -105,6 +106,38 @@ class Objective:
                 cache.append(block)
         return row_sum.log() + 1.0 / self.temperature, row_sum, cache
 
+    def _add_repulsion_grad(self, attraction: torch.Tensor, theta_hat: torch.Tensor,
+                            theta_mm: torch.Tensor, w: torch.Tensor, row_sum: torch.Tensor,
+                            cache: list[torch.Tensor] | None) -> torch.Tensor:
+        """attraction + the repulsion's gradient diag(w / r) E theta_hat / t (SYSTEM.md section 3).
+
+        r_b = sum_a exp(<sg(u_a), u_b>/t): the stop-gradient is on the summed-over side, so the
+        gradient of log r_b flows into u_b itself, row b = (w_b / r_b) sum_a E_ab u_a / t, with
+        w_b = dJ/dlog r_b. In the shifted form used here E' = E exp(-1/t), row_sum = r exp(-1/t),
+        so the row coefficient is w_b / (row_sum_b t).
+
+        Near an optimum the repulsion nearly cancels the attraction, so the two are summed inside
+        the matmul (fp32 accumulators, one rounding of the total): rows are divided by their
+        coefficient first, pre_b = attraction_b / coef_b (bounded by row_sum_b), then
+        total_b = coef_b (pre_b + (E' theta_hat)_b), with pre's own bf16 rounding added back in fp32.
+        Rows whose centroid wins no sample have w_b = 0 and an attraction of 0: their gradient is 0.
+        """
+        k = theta_hat.shape[0]
+        coef = w / (row_sum * self.temperature)
+        active = coef > 0
+        safe = torch.where(active, coef, torch.ones_like(coef))
+        pre = torch.where(active[:, None], attraction / safe[:, None], attraction)
+        pre_mm = pre.to(theta_mm.dtype)
+        residual = pre - pre_mm.float()
+        out = torch.empty_like(pre_mm)
+        step = self._kk_rows(k)
+        for b, lo in enumerate(range(0, k, step)):
+            hi = min(k, lo + step)
+            block = cache[b] if cache is not None else self._kk_block(theta_hat, theta_mm, lo, hi)
+            torch.addmm(pre_mm[lo:hi], block, theta_mm, out=out[lo:hi])
+        total = out.float().add_(residual)
+        return torch.where(active[:, None], total * coef[:, None], attraction)
+
     def _for_matmul(self, theta_hat: torch.Tensor) -> torch.Tensor:
         """theta_hat in the dtype of the k x k products (bf16 or fp32)."""
         return theta_hat.to(torch.bfloat16) if self.precision == "bf16" else theta_hat
@@ -132,21 +165,8 @@ class Objective:
         # dJ/ds_i = -scale p_i / t, only for the winning pair (i, c_i): a sparse (k x n) @ (n x d)
         grad = segment_sum(c, p * (-self.scale / t), feats, k)
         if self.balance > 0:
-            w = torch.bincount(c, weights=p, minlength=k).float() * self.scale  # dJ/dlog r_j
-            v = (w / row_sum)[:, None] * theta_hat  # P_jl = E_jl / row_sum_j
-            v = v.to(theta_mm.dtype)
-            # Near an optimum the repulsion nearly cancels the attraction. The repulsion products
-            # accumulate onto the attraction in the matmul itself (fp32 accumulators, one rounding of
-            # the sum), and the attraction's own rounding is added back in fp32: the result carries
-            # bf16 rounding relative to the total gradient, not to either of its large parts.
-            total = grad.to(theta_mm.dtype)
-            residual = grad - total.float()
-            step = self._kk_rows(k)
-            for b, lo in enumerate(range(0, k, step)):
-                block = cache[b] if cache is not None else self._kk_block(theta_hat, theta_mm, lo, lo + step)
-                # d log r_j / d theta_l = P_jl theta_j / t (the column side only)
-                total = torch.addmm(total, block.T, v[lo:lo + step], alpha=1.0 / t)
-            grad = total.float().add_(residual)
+            grad = self._add_repulsion_grad(grad, theta_hat, theta_mm, torch.bincount(
+                c, weights=p, minlength=k).float() * self.scale, row_sum, cache)
         self.stats = {"assigned_centroids": int(torch.count_nonzero(torch.bincount(c, minlength=k)))}
         return loss, grad
 
@@ -179,14 +199,18 @@ def parametric_loss(theta: torch.Tensor, objective: Objective) -> torch.Tensor:
 
 
 def init_indices(features: torch.Tensor, k: int, seed: int, init: str = "random") -> torch.Tensor:
-    """The k pool rows the centroids start from: a seeded random draw, or farthest-point (fps)."""
+    """The k pool rows the centroids start from, drawn as the reference draws them (SYSTEM.md
+    section 3): `random.seed(seed); random.sample(range(n), k)`, reproduced by a private
+    `random.Random(seed)` so global RNG state is untouched; centroid j starts at the j-th draw.
+    `fps`: the first row from the same draw (`sample(range(n), 1)`), then farthest-point picks."""
     n = features.shape[0]
+    rng = random.Random(int(seed))
     if init == "random":
-        return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:k]
+        return torch.tensor(rng.sample(range(n), k), dtype=torch.long)
     if init == "fps":
         from codeselect.selectors.kcenter import greedy_kcenter
 
-        first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(int(seed))))
+        first = rng.sample(range(n), 1)[0]
         picks, _ = greedy_kcenter(features.float(), k, first, progress=False)
         return torch.tensor(picks, dtype=torch.long)
     raise UserError(f"must be random or fps, got {init!r}", key="selector.init")
@@ -299,7 +323,6 @@ class ParametricSelector(Selector):
         t0 = time.perf_counter()
         start = init_indices(feats, k, ctx.seed, self.init)
         t1 = time.perf_counter()
-        torch.manual_seed(int(ctx.seed))
         theta, history = optimise_centroids(
             feats, feats[start], max_iter=self.max_iter, lr=self.lr, accelerator=accelerator,
             devices=self.devices, strategy=self.strategy, progress=self.progress,
@@ -327,4 +350,4 @@ class ParametricSelector(Selector):
         })
         log.info("ours: %d steps in %.1f s (final loss %s), mapping %.2f s", len(history), t2 - t1,
                  f"{history[-1]:.5f}" if history else "n/a", t3 - t2)
-        return chosen
+        return sorted(chosen)  # the reference writes its picks in pool order
