@@ -237,6 +237,9 @@ def load_precomputed(path: str | Path, records: Sequence[Mapping[str, Any]]) -> 
         row = int(zero.nonzero()[0])
         raise UserError(f"all-zero vector for pool id {records[row]['id']!r} (row {row})", file=path)
     log.info("embeddings: %d x %d loaded from %s", matrix.shape[0], matrix.shape[1], path)
+    norms = matrix.double().norm(dim=1)
+    if bool(((norms - 1.0).abs() < 1e-5).all()):
+        return matrix  # already unit rows (the reference's .pt is): keep their bits, as its selectors do
     return normalise_rows(matrix)
 
 

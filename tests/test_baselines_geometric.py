@@ -46,21 +46,26 @@ def brute_kcenter(x: np.ndarray, k: int, first: int) -> tuple[list[int], float]:
 
 
 def brute_graphcut_bins(x: np.ndarray, bins: int, lam: float) -> tuple[list[np.ndarray], list[float]]:
-    """DQ bins from an n x n similarity matrix, re-summing the chosen set's rows every step."""
+    """DQ bins as SYSTEM.md 4 states them, from an n x n similarity matrix, re-summing the chosen set's
+    rows every step."""
     sim = x @ x.T
     n = len(x)
-    sizes = [n // bins + (1 if b < n % bins else 0) for b in range(bins)]
     remaining = np.arange(n)
     out, gains = [], []
-    for size in sizes:
+    for size in [n // bins] * bins:  # every bin n // bins; the n % bins leftovers in none
         sub = sim[np.ix_(remaining, remaining)]
-        colsum = sub.sum(axis=0)  # over the bin's whole ground set (what is left)
+        # sums row by row, so that duplicate samples' columns see the same operations and tie exactly
+        colsum = np.zeros(len(remaining))
+        for row in sub:  # over the bin's whole ground set (what is left)
+            colsum += row
         chosen: list[int] = []
+        picked = np.zeros(len(remaining))
         for _ in range(size):
-            gain = lam * colsum - 2.0 * sub[chosen].sum(axis=0)
+            gain = lam * colsum - 2.0 * picked
             gain[chosen] = -np.inf
-            j = int(np.argmax(gain))
+            j = int(np.argmax(gain))  # the first maximum
             chosen.append(j)
+            picked += sub[j]
             gains.append(float(gain[j]))
         mask = np.zeros(len(remaining), dtype=bool)
         mask[chosen] = True
@@ -70,32 +75,66 @@ def brute_graphcut_bins(x: np.ndarray, bins: int, lam: float) -> tuple[list[np.n
 
 
 # ---------------------------------------------------------------- kcenter
-@pytest.mark.parametrize("n, d, k, dtype, candidates", [(400, 16, 60, "float64", 8), (300, 8, 300, "float64", 16),
-                                                        (500, 32, 80, "float32", 2048), (500, 3, 200, "float64", 1)])
-def test_kcenter_matches_brute_force_greedy(n: int, d: int, k: int, dtype: str, candidates: int) -> None:
+def reference_kcenter(x: np.ndarray, k: int, seed: int) -> list[int]:
+    """SYSTEM.md 4's kcenter as the published script runs it: numpy's legacy global RNG for the first
+    point, scikit-learn's pairwise euclidean distances (one n x 1 pass per pick), a running
+    minimum, `np.argmax` (first maximum)."""
+    from sklearn.metrics import pairwise_distances
+
+    saved = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        first = np.random.choice(np.arange(len(x)))
+    finally:
+        np.random.set_state(saved)
+    picks = [int(first)]
+    min_d = pairwise_distances(x, x[first].reshape(1, -1), metric="euclidean")
+    for _ in range(1, k):
+        p = int(np.argmax(min_d))
+        picks.append(p)
+        min_d = np.minimum(min_d, pairwise_distances(x, x[p].reshape(1, -1), metric="euclidean"))
+    return picks
+
+
+@pytest.mark.parametrize("n, d, k, candidates", [(400, 16, 60, 8), (300, 8, 280, 16), (500, 32, 80, 2048),
+                                                 (500, 3, 200, 1)])
+def test_kcenter_matches_the_references_loop(n: int, d: int, k: int, candidates: int) -> None:
     x = clustered(n, d, seed=n)
     ctx = context(x)
-    picks = KCenterSelector(dtype=dtype, chunk_size=97, candidates=candidates, progress=False).select(ctx, k)
-    first = ctx.info["kcenter"]["first"]
-    expected, radius = brute_kcenter(x.double().numpy(), k, first)
-    assert picks == expected
-    assert ctx.info["kcenter"]["radius"] == pytest.approx(radius, abs=1e-5)
+    picks = KCenterSelector(chunk_size=97, candidates=candidates, progress=False).select(ctx, k)
+    assert picks == reference_kcenter(x.numpy(), k, seed=42)
+    assert ctx.info["kcenter"]["first"] == picks[0]
+
+
+def test_kcenter_float32_ties_go_to_the_lowest_index_as_in_the_reference() -> None:
+    """Rows whose distances differ in float64 but round to the same float32 distance are tied in the
+    reference, and its argmax takes the first; a float64 argmax would take the farther one."""
+    base = clustered(50, 8, seed=3).double()
+    gen = torch.Generator().manual_seed(1)
+    far = 3.0 * torch.nn.functional.normalize(torch.randn(8, dtype=torch.float64, generator=gen), dim=0)
+    x = torch.cat([base, far[None]]).float()
+    # a copy of the far row, nudged by one float32 ulp in one coordinate: farther in float64
+    nudged = x[-1].clone()
+    nudged[0] = torch.nextafter(nudged[0], torch.tensor(10.0))
+    x = torch.cat([x, nudged[None]])
+    ref = reference_kcenter(x.numpy(), 10, seed=42)
+    got = KCenterSelector(candidates=4, progress=False).select(context(x), 10)
+    assert got == ref
 
 
 def test_kcenter_with_duplicate_rows_takes_every_row_once() -> None:
     x = clustered(60, 4, duplicates=20)
     ctx = context(x)
-    picks = KCenterSelector(dtype="float64", candidates=4, progress=False).select(ctx, 60)
-    assert sorted(picks) == list(range(60))
-    assert ctx.info["kcenter"]["radius"] == 0.0
-    # with exact duplicates left, the tie at distance 0 goes to the lowest unpicked index
-    assert picks == brute_kcenter(x.double().numpy(), 60, ctx.info["kcenter"]["first"])[0]
+    picks = KCenterSelector(candidates=4, progress=False).select(ctx, 40)
+    assert len(set(picks)) == 40
+    assert picks == reference_kcenter(x.numpy(), 40, seed=42)
 
 
 def test_kcenter_first_point_follows_the_seed() -> None:
     x = clustered(200, 8)
     a, b, c = (KCenterSelector(progress=False).select(context(x, seed=s), 10) for s in (1, 1, 2))
     assert a == b and a != c
+    assert a[0] == int(np.random.RandomState(1).choice(np.arange(200)))
 
 
 # ---------------------------------------------------------------- dq
@@ -112,40 +151,64 @@ def test_dq_bins_and_gains_match_brute_force_graphcut(n: int, d: int, bins: int,
     assert got_gains == pytest.approx(gains[:len(picks)], rel=1e-9, abs=1e-9)
 
 
-def test_dq_bins_partition_the_pool_with_even_sizes() -> None:
+def test_dq_bins_leave_the_remainder_out() -> None:
     x = clustered(95, 8).double()
     got = graphcut_bins(x, 10, progress=False)
-    assert [len(b) for b in got] == [10] * 5 + [9] * 5
-    assert sorted(torch.cat(got).tolist()) == list(range(95))
+    assert [len(b) for b in got] == [9] * 10  # 95 // 10 each; 5 samples in no bin
+    assert len(set(torch.cat(got).tolist())) == 90
 
 
-def test_dq_samples_an_equal_seeded_share_from_every_bin() -> None:
-    x = clustered(200, 8)
+def reference_bin_draw(bins: list[list[int]], k: int, seed: int) -> list[int]:
+    """SYSTEM.md 4's sampling with the module-level calls the reference makes."""
+    import random
+
+    saved = random.getstate()
+    try:
+        random.seed(seed)
+        out: list[int] = []
+        for i, members in enumerate(bins):
+            q = k // len(bins) + (1 if i < k % len(bins) else 0)
+            out.extend(random.sample(members, q) if len(members) > q else members)
+        return out
+    finally:
+        random.setstate(saved)
+
+
+@pytest.mark.parametrize("n, k", [(200, 43), (203, 150), (95, 90), (95, 85)])
+def test_dq_draws_as_the_reference_bin_by_bin(n: int, k: int) -> None:
+    x = clustered(n, 8)
     ctx = context(x, seed=7)
-    picks = DQSelector(progress=False).select(ctx, 43)
-    info = ctx.info["dq"]
-    assert info["bin_sizes"] == [20] * 10 and info["quotas"] == [5, 5, 5] + [4] * 7
-    bins = graphcut_bins(x.double(), 10, progress=False)
-    start = 0
-    for members, quota in zip(bins, info["quotas"]):  # bin 0's draws first, then bin 1's, ...
-        assert set(picks[start:start + quota]) <= set(members.tolist())
-        start += quota
-    assert picks == sample_bins(bins, 43, seed=7)
-    assert picks != sample_bins(bins, 43, seed=8)
+    picks = DQSelector(progress=False).select(ctx, k)
+    bins = [b.tolist() for b in graphcut_bins(x.double(), 10, progress=False)]
+    assert picks == reference_bin_draw(bins, k, seed=7)
+    assert ctx.info["dq"]["bin_sizes"] == [n // 10] * 10
+    other_seed = DQSelector(progress=False).select(context(x, seed=8), k)
+    # a bin that holds no more than its quota is given whole, in pool order, with no draw
+    assert (picks == other_seed) == (k == 10 * (n // 10))
 
 
-def test_dq_k_equal_to_n_returns_the_whole_pool() -> None:
-    x = clustered(37, 4)
-    assert sorted(DQSelector(progress=False).select(context(x), 37)) == list(range(37))
+def test_dq_k_beyond_what_the_bins_hold_names_the_largest_k() -> None:
+    with pytest.raises(UserError, match="at most 90 .*got 91"):
+        DQSelector(progress=False).select(context(clustered(95, 4)), 91)
 
 
 # ---------------------------------------------------------------- random
-def test_random_is_seeded_and_without_replacement() -> None:
-    ctx = context(torch.zeros(1000, 2))
-    a = RandomSelector().select(ctx, 500)
-    assert len(set(a)) == 500 and all(0 <= i < 1000 for i in a)
-    assert a == RandomSelector().select(context(torch.zeros(1000, 2)), 500)
-    assert a != RandomSelector().select(context(torch.zeros(1000, 2), seed=43), 500)
+def test_random_is_the_references_draw_in_draw_order() -> None:
+    import random
+
+    records = [{"id": f"r{i}"} for i in range(1000)]
+    random.seed(777)
+    marker = random.random()
+    saved = random.getstate()
+    random.seed(42)  # the published script: random.seed(42); random.sample(records, k)
+    expected = [int(r["id"][1:]) for r in random.sample(records, 500)]
+    random.setstate(saved)
+    ctx = SelectionContext(records=records, embeddings=None, seed=42)
+    random.seed(777)
+    got = RandomSelector().select(ctx, 500)
+    assert random.random() == marker  # the global RNG is untouched
+    assert got == expected
+    assert got != RandomSelector().select(SelectionContext(records=records, embeddings=None, seed=43), 500)
 
 
 # ---------------------------------------------------------------- all three

@@ -18,25 +18,30 @@ from codeselect.data import pool_hash
 from codeselect.errors import UserError
 from codeselect.scoring import top_k_descending
 from codeselect.selectors.base import SelectionContext
-from codeselect.selectors.deita import DeitaSelector, diversity_filter
+from codeselect.selectors.deita import DeitaSelector, blocked_filter
 from codeselect.selectors.ifd import IFDSelector
 from codeselect.selectors.ppl import PPLSelector
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def brute_force_deita(final: np.ndarray, emb: np.ndarray, k: int, threshold: float) -> list[int]:
-    """The published walk, one sample at a time against every kept one."""
+def brute_force_deita(final: np.ndarray, emb: np.ndarray, k: int, threshold: float,
+                      block_size: int = 10000) -> list[int]:
+    """SYSTEM.md 4's blocked rule, one candidate at a time: the first candidate alone, then blocks of
+    `block_size` in score order; a candidate is dropped if too similar to one kept in an earlier
+    block or to any earlier candidate of its own block (kept or not). The whole pool is filtered;
+    the first k survivors, then the best dropped ones."""
     order = sorted(range(len(final)), key=lambda i: (-final[i], i))
-    kept, skipped = [], []
-    for i in order:
-        if len(kept) == k:
-            break
-        if any(float(emb[i] @ emb[j]) > threshold for j in kept):
-            skipped.append(i)
-        else:
-            kept.append(i)
-    return kept + skipped[:k - len(kept)]
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    block_of = [0] + [1 + (p - 1) // block_size for p in range(1, len(order))]
+    kept: list[int] = []  # positions in `order`
+    dropped: list[int] = []
+    for p, i in enumerate(order):
+        near = any(block_of[q] < block_of[p] and float(unit[i] @ unit[order[q]]) > threshold for q in kept)
+        near |= any(block_of[q] == block_of[p] and float(unit[i] @ unit[order[q]]) > threshold
+                    for q in range(p))
+        (dropped if near else kept).append(p)
+    return [order[p] for p in (kept + dropped)[:k]] if len(kept) < k else [order[p] for p in kept[:k]]
 
 
 def clustered_unit_vectors(n: int, d: int, clusters: int, spread: float, seed: int) -> np.ndarray:
@@ -47,26 +52,43 @@ def clustered_unit_vectors(n: int, d: int, clusters: int, spread: float, seed: i
 
 
 @pytest.mark.parametrize("n, k, clusters, threshold, block", [
-    (300, 40, 12, 0.9, 512),   # many near-duplicates: lots of skips, fill-up needed
-    (300, 40, 12, 0.9, 7),     # same with tiny blocks (block boundaries inside the walk)
-    (500, 60, 200, 0.8, 64),   # mostly diverse: filter keeps k before the end
-    (200, 200, 10, 0.95, 32),  # k = n: everything, kept first then the skipped in score order
+    (300, 40, 12, 0.9, 10000),  # many near-duplicates, one block: lots of drops, fill-up needed
+    (300, 40, 12, 0.9, 7),      # tiny blocks: block boundaries inside the walk
+    (500, 60, 200, 0.8, 64),    # mostly diverse: k survive before the end
+    (200, 200, 10, 0.95, 32),   # k = n: everything, survivors first then the dropped in score order
 ])
-def test_deita_filter_equals_the_one_by_one_walk(n, k, clusters, threshold, block) -> None:
+def test_deita_filter_equals_the_one_by_one_blocked_walk(n, k, clusters, threshold, block) -> None:
     emb = clustered_unit_vectors(n, 16, clusters, 0.15, seed=n + k)
     rng = np.random.default_rng(k)
     final = rng.integers(1, 30, n).astype(np.float64)  # integer scores: many ties
     order = np.argsort(-final, kind="stable")
-    got, n_kept = diversity_filter(order, emb, k, threshold, block=block)
-    assert got == brute_force_deita(final, emb, k, threshold)
+    got, n_kept = blocked_filter(order, emb, k, threshold, block_size=block)
+    assert got == brute_force_deita(final, emb, k, threshold, block)
     assert len(set(got)) == k
 
 
-def test_deita_fills_from_the_best_skipped_in_score_order() -> None:
-    # 0,1,2 are one direction (sim 1), 3 another: only 0 and 3 survive; k=3 takes 1 (the better skip).
+def test_deita_drops_near_any_earlier_candidate_of_its_block_kept_or_not() -> None:
+    """a ~ b, b ~ c, a not ~ c. In one block b is dropped (near a) and c too (near b, though b was
+    dropped): a rule that only looks at kept samples would keep c. Across blocks only kept ones count."""
+    a, b, c = np.array([1.0, 0.0]), np.array([np.cos(0.4), np.sin(0.4)]), np.array([np.cos(0.8), np.sin(0.8)])
+    d = np.array([0.0, -1.0])
+    emb = np.stack([a, b, c, d]).astype(np.float32)  # cos(a,b) = cos(b,c) = 0.92, cos(a,c) = 0.70
+    final = np.array([4.0, 3.0, 2.0, 1.0])
+    order = np.argsort(-final, kind="stable")
+    one_block, kept = blocked_filter(order, emb, 2, 0.9, block_size=10)
+    assert one_block == [0, 3] and kept == 2
+    # blocks {a}, {b}, {c}, {d}: b is dropped (near kept a), c is kept (b was not kept)
+    singles, kept = blocked_filter(order, emb, 3, 0.9, block_size=1)
+    assert singles == [0, 2, 3] and kept == 3
+    for k, block in [(2, 10), (3, 1), (4, 10)]:
+        assert blocked_filter(order, emb, k, 0.9, block_size=block)[0] == brute_force_deita(final, emb, k, 0.9, block)
+
+
+def test_deita_fills_from_the_best_dropped_in_score_order() -> None:
+    # 0,1,2 are one direction (sim 1), 3 another: only 0 and 3 survive; k=3 takes 1 (the better drop).
     emb = np.array([[1, 0], [1, 0], [1, 0], [0, 1]], dtype=np.float32)
     final = np.array([4.0, 3.0, 2.0, 1.0])
-    chosen, n_kept = diversity_filter(np.argsort(-final, kind="stable"), emb, 3, 0.9)
+    chosen, n_kept = blocked_filter(np.argsort(-final, kind="stable"), emb, 3, 0.9)
     assert chosen == [0, 3, 1] and n_kept == 2
 
 

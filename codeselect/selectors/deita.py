@@ -1,51 +1,60 @@
-"""DEITA baseline: complexity x quality scores, walked best first through a cosine diversity filter.
+"""DEITA baseline: complexity x quality scores, then the reference's blocked diversity filter.
 
 Each sample gets complexity (instruction only) and quality (instruction + response) from DEITA's
 scorer LMs: the expected rating 1..6 under a softmax over the six rating tokens' next-token logits.
-Samples are walked by complexity x quality, highest first (ties: lower index first). A sample is kept
-unless its cosine similarity to an already kept one exceeds `threshold` (0.9); the walk stops at k.
-If fewer than k survive, the best skipped samples (in score order) fill the rest.
+Samples are sorted by complexity x quality, highest first (stable: ties in pool order).
+
+The filter is the reference's (SYSTEM.md section 4): the first candidate is kept; the rest are
+taken in blocks of `block_size` (10,000) in score order, and a candidate is dropped if its cosine
+similarity exceeds `threshold` (0.9) to any sample kept from earlier blocks, or to ANY earlier
+candidate of its own block, kept or not. The first k survivors in score order are the selection;
+if fewer than k survive the whole pool, the best-scored dropped ones fill the rest. Survivors of a
+block never change once it is done, so the walk stops as soon as k have survived (same result).
+Cosines as the reference computes them: rows divided by their norms, float32 products.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import torch
 
-from codeselect.selectors.base import SelectionContext, Selector
+from codeselect.selectors.base import SelectionContext, Selector, check_k
 
 
-def diversity_filter(order: np.ndarray, embeddings: np.ndarray, k: int, threshold: float,
-                     block: int = 512) -> tuple[list[int], int]:
-    """Walk `order`; keep an index unless its similarity to a kept one is > threshold; fill up to k
-    with the skipped ones in walk order. Returns (selection, how many the filter itself kept).
+def _any_above(a: torch.Tensor, b: torch.Tensor, threshold: float, chunk: int = 8192) -> torch.Tensor:
+    """For each row of `a`: is its product with any row of `b` above `threshold` (b chunked)."""
+    hit = torch.zeros(a.shape[0], dtype=torch.bool)
+    for lo in range(0, b.shape[0], chunk):
+        hit |= (a @ b[lo:lo + chunk].T > threshold).any(dim=1)
+    return hit
 
-    Candidates are taken in blocks: one matrix product against the kept set and one within the
-    block, then an exact sequential pass over the block, so the result equals the one-by-one walk.
-    """
-    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
-    kept: list[int] = []
-    kept_emb = np.empty((k, emb.shape[1]), dtype=np.float32)
-    skipped: list[int] = []
-    pos = 0
-    while len(kept) < k and pos < len(order):
-        cand = order[pos:pos + block]
-        pos += len(cand)
-        e = emb[cand]
-        near_kept = (e @ kept_emb[:len(kept)].T > threshold).any(1) if kept else np.zeros(len(cand), bool)
-        inner = e @ e.T > threshold
-        accepted: list[int] = []  # positions within the block
-        for j, idx in enumerate(cand):
-            if len(kept) == k:
-                break
-            if near_kept[j] or (accepted and inner[j, accepted].any()):
-                skipped.append(int(idx))
-                continue
-            accepted.append(j)
-            kept_emb[len(kept)] = e[j]
-            kept.append(int(idx))
-    n_kept = len(kept)
-    return kept + skipped[:k - n_kept], n_kept
+
+def blocked_filter(order: np.ndarray, embeddings: np.ndarray, k: int, threshold: float,
+                   block_size: int = 10000) -> tuple[list[int], int]:
+    """The reference's blocked diversity filter over `order` (pool indices, best first).
+
+    Returns (the selection: first k survivors, then the best dropped ones if short; how many of the
+    selection are survivors)."""
+    x = torch.from_numpy(np.ascontiguousarray(embeddings[order], dtype=np.float32))
+    x = x / x.norm(dim=1, keepdim=True)
+    kept = [0]
+    for start in range(1, len(order), block_size):
+        if len(kept) >= k:
+            break
+        cur = x[start:start + block_size]
+        near_kept = _any_above(cur, x[kept], threshold)
+        near_own = torch.zeros(cur.shape[0], dtype=torch.bool)
+        for lo in range(0, cur.shape[0], 2048):  # earlier candidates of the block, kept or not
+            rows = cur[lo:lo + 2048]
+            sims = (rows @ cur[:lo + rows.shape[0]].T).tril_(diagonal=lo - 1)  # only l < j
+            near_own[lo:lo + rows.shape[0]] = (sims > threshold).any(dim=1)
+        kept.extend((start + torch.nonzero(~(near_kept | near_own)).flatten()).tolist())
+    chosen = kept[:k]
+    if len(chosen) < k:
+        survived = set(kept)
+        chosen += [p for p in range(len(order)) if p not in survived][:k - len(chosen)]
+    return [int(order[p]) for p in chosen], min(len(kept), k)
 
 
 class DeitaSelector(Selector):
@@ -55,9 +64,13 @@ class DeitaSelector(Selector):
     name = "deita"
 
     def __init__(self, scorer: Any = None, scores_path: str | None = None, threshold: float = 0.9,
-                 name: str = "deita", progress: bool = True) -> None:
+                 block_size: int = 10000, name: str = "deita", progress: bool = True) -> None:
+        from codeselect.errors import UserError
+
+        if int(block_size) < 1:
+            raise UserError(f"must be a positive integer, got {block_size}", key="selector.block_size")
         self.scorer, self.scores_path, self.threshold = scorer, scores_path, float(threshold)
-        self.name, self.progress = name, progress
+        self.block_size, self.name, self.progress = int(block_size), name, progress
 
     def scores(self, ctx: SelectionContext) -> tuple[np.ndarray, np.ndarray]:
         """(complexity, quality) per pool sample, from the scores file or the scorer LMs."""
@@ -86,10 +99,12 @@ class DeitaSelector(Selector):
     def select(self, ctx: SelectionContext, k: int) -> list[int]:
         if ctx.embeddings is None:
             raise ValueError("deita needs the pool embeddings")
+        check_k(k, ctx.n)
         complexity, quality = self.scores(ctx)
         final = complexity * quality
         order = np.argsort(-final, kind="stable")  # highest first, ties in pool order, NaN last
         emb = ctx.embeddings.detach().float().cpu().numpy()
-        chosen, n_kept = diversity_filter(order, emb, k, self.threshold)
-        ctx.info.update(threshold=self.threshold, kept_by_filter=n_kept, filled=k - n_kept)
+        chosen, n_kept = blocked_filter(order, emb, k, self.threshold, self.block_size)
+        ctx.info.update(threshold=self.threshold, block_size=self.block_size, kept_by_filter=n_kept,
+                        filled=k - n_kept)
         return chosen

@@ -10,8 +10,9 @@ until the bin holds its size. Our reading of the reference ("sum_all"): the firs
 the bin's whole ground set R (the samples still unassigned when the bin starts, including i
 itself and the bin's own picks), fixed while the bin fills; this is what the dataset-quantisation
 code computes (column sums of the similarity matrix of the remaining pool). Ties go to the lowest
-pool index. Bin sizes: n // bins each, the first n % bins bins one more, so every sample lands in
-a bin (the reference drops those n % bins leftovers); the last bin takes what is left.
+pool index; a bin is stored in ascending pool order. Every bin has the same budget n // bins (as
+the reference): the n % bins samples left over after the last bin belong to no bin and are never
+selected.
 
 Speed and memory. With dot-product similarity the gain is linear in f_i: gain = <w, f_i> with
 w = lam * sum_R f_j - 2 * sum_S f_s, so no n x n matrix is needed (memory O(n d + n block)).
@@ -19,14 +20,17 @@ Each pick would still cost one memory-bound pass over R; instead we speculate `b
 the best candidates and verify them all with one matrix product (see `greedy_graphcut`). The
 picks are exactly those of the plain greedy.
 
-Sampling. Bin b gives k // bins samples, the first k % bins bins one more (never more than the
-bin holds, since the bin sizes follow the same rule with n >= k), drawn uniformly without
-replacement with one generator seeded by `ctx.seed`; the result lists bin 0's draws first.
+Sampling, as the reference (SYSTEM.md section 4): `random.seed(seed)` once, then for each bin in
+order a quota q_b = k // bins (+1 for the first k % bins bins) drawn by `random.sample(bin, q_b)`,
+or the whole bin in pool order, drawing nothing, when it holds no more than q_b. Reproduced by a
+private `random.Random(seed)` (`sample` picks positions from the length alone), output bin by bin
+in draw order. A k the bins cannot supply (more than bins * (n // bins)) is a user error.
 """
 from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 
 import torch
@@ -43,6 +47,25 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if b < total % parts else 0) for b in range(parts)]
 
 
+def max_selectable(n: int, bins: int) -> int:
+    """The largest k the bins can supply: every bin holds n // bins samples."""
+    return bins * (n // bins)
+
+
+def tie_tolerance(x: torch.Tensor) -> float:
+    """Gains closer than this are ties (-> lowest index): a bound on the rounding of a sum of n
+    similarities. Exact duplicates tie exactly in exact arithmetic, but the float sums that give
+    their gains may differ in the last bit; distinct samples are never this close in practice."""
+    n = x.shape[0]
+    return 4.0 * n * torch.finfo(x.dtype).eps * float((x * x).sum(dim=1).max())
+
+
+def first_max(values: torch.Tensor, tol: float, dim: int = 0) -> torch.Tensor:
+    """Index of the first entry within `tol` of the maximum along `dim` (ties -> lowest index)."""
+    top = values.max(dim=dim, keepdim=True).values
+    return (values >= top - tol).to(torch.uint8).argmax(dim=dim)
+
+
 def greedy_graphcut(x: torch.Tensor, m: int, lam: float = 1.0, *, block: int = 256,
                     stats: dict | None = None) -> tuple[list[int], list[float]]:
     """Greedy GraphCut on the rows of `x` (the ground set): m picks (row indices) and their gains.
@@ -55,6 +78,7 @@ def greedy_graphcut(x: torch.Tensor, m: int, lam: float = 1.0, *, block: int = 2
     """
     n = x.shape[0]
     w = lam * x.sum(dim=0)
+    tol = tie_tolerance(x)
     available = torch.ones(n, dtype=torch.bool, device=x.device)
     picks: list[int] = []
     gains_at_pick: list[float] = []
@@ -69,7 +93,7 @@ def greedy_graphcut(x: torch.Tensor, m: int, lam: float = 1.0, *, block: int = 2
         xc, gc = x[cand], gains[cand]
         spec: list[int] = []
         for _ in range(steps):  # speculative greedy on the candidates
-            j = int(torch.argmax(gc))
+            j = int(first_max(gc, tol))
             spec.append(int(cand[j]))
             gc -= 2.0 * (xc @ xc[j])
             gc[j] = -math.inf
@@ -83,7 +107,7 @@ def greedy_graphcut(x: torch.Tensor, m: int, lam: float = 1.0, *, block: int = 2
             del sims
         for t, p in enumerate(spec[:-1]):
             before[p, t + 1:] = -math.inf  # a pick leaves the ground of later steps
-        best = torch.argmax(before, dim=0)  # first maximum per step: ties -> lowest index
+        best = first_max(before, tol, dim=0)  # first maximum per step: ties -> lowest index
         wrong = torch.nonzero(best != spec_t).flatten()
         keep = steps if wrong.numel() == 0 else int(wrong[0]) + 1
         for t in range(keep):
@@ -102,19 +126,20 @@ def greedy_graphcut(x: torch.Tensor, m: int, lam: float = 1.0, *, block: int = 2
 
 def graphcut_bins(x: torch.Tensor, bins: int = 10, lam: float = 1.0, *, block: int = 256,
                   progress: bool = True, stats: dict | None = None) -> list[torch.Tensor]:
-    """Split the rows of `x` into `bins` bins by successive greedy GraphCut (see module doc).
+    """Bins of the rows of `x` by successive greedy GraphCut (see module doc), n // bins rows each.
 
-    Returns one ascending index tensor (CPU, int64) per bin; together they partition range(n).
+    Returns one ascending index tensor (CPU, int64) per bin; the n % bins rows left after the
+    last bin are in none.
     """
     n = x.shape[0]
+    size = n // bins
     remaining = torch.arange(n, device=x.device)
     out: list[torch.Tensor] = []
-    bar = tqdm(total=n, desc="dq bins", disable=not progress, mininterval=1.0)
-    for size in split_evenly(n, bins):
+    bar = tqdm(total=size * bins, desc="dq bins", disable=not progress, mininterval=1.0)
+    for _ in range(bins):
         t0 = time.perf_counter()
-        if size >= remaining.numel():  # the last bin: everything left
-            chosen = remaining
-            remaining = remaining[:0]
+        if size == remaining.numel():  # nothing to choose: the bin is everything left
+            chosen, remaining = remaining, remaining[:0]
         else:
             local, _ = greedy_graphcut(x[remaining], size, lam, block=block, stats=stats)
             mask = torch.zeros(remaining.numel(), dtype=torch.bool, device=x.device)
@@ -129,13 +154,16 @@ def graphcut_bins(x: torch.Tensor, bins: int = 10, lam: float = 1.0, *, block: i
 
 
 def sample_bins(bins: list[torch.Tensor], k: int, seed: int) -> list[int]:
-    """A seeded uniform draw of an equal share of k (remainder to the first bins) from every bin."""
-    gen = torch.Generator().manual_seed(int(seed))
+    """The reference's draw: one `random.Random(seed)`; each bin in order gives its quota by
+    `sample` (positions within the bin, in draw order), or all of itself when it holds no more."""
+    rng = random.Random(int(seed))
     picks: list[int] = []
     for members, q in zip(bins, split_evenly(k, len(bins))):
-        if q > members.numel():
-            raise ValueError(f"bin of {members.numel()} cannot give {q} samples")
-        picks.extend(members[torch.randperm(members.numel(), generator=gen)[:q]].tolist())
+        ids = members.tolist()
+        if len(ids) > q:
+            picks.extend(ids[i] for i in rng.sample(range(len(ids)), q))
+        else:
+            picks.extend(ids)
     return picks
 
 
@@ -155,6 +183,10 @@ class DQSelector(Selector):
 
     def select(self, ctx: SelectionContext, k: int) -> list[int]:
         emb = pool_embeddings(ctx, k, "dq")
+        most = max_selectable(emb.shape[0], self.bins)
+        if k > most:
+            raise UserError(f"dq's {self.bins} bins of {emb.shape[0] // self.bins} samples each can supply "
+                            f"at most {most} of the {emb.shape[0]} samples, got {k}", key="sample_num")
         device = resolve_device(self.device) if self.device else ctx.device
         x = emb.to(device=device, dtype=getattr(torch, self.dtype))
         stats: dict = {}

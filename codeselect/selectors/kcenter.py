@@ -1,18 +1,25 @@
 """kcenter: greedy k-center (farthest-point) selection on euclidean distance.
 
-Start at a point drawn from the seed, then repeatedly add the pool point farthest from the chosen
-set. We keep one running vector of squared distances to the chosen set (never an n x k distance
-matrix); a plain implementation updates it with one matrix-vector product per pick (O(n d)).
-Ours does the same greedy lazily: stale distances are upper bounds, so most picks only touch the
-farthest few thousand rows, and the whole pool is brought up to date with one chunked matrix
-product per block of picks. Ties go to the lowest pool index (`torch.argmax` returns the first
-maximum), so the picks equal those of a brute-force greedy from the same first point.
+Reference semantics (SYSTEM.md section 4): the first point is `np.random.seed(seed);
+np.random.choice(np.arange(n))` (reproduced by a private `RandomState(seed)`), then repeatedly the
+point farthest from the chosen set, first maximum on ties, output in pick order. The reference
+measures distances with scikit-learn's `pairwise_distances` on float32 embeddings, which computes
+||x||^2 + ||y||^2 - 2 <x, y> in float64, stores it as float32, clips at 0 and takes a float32
+square root. Rounding to float32 makes distances that differ in float64 equal, and the first-index
+rule then decides; so we compare the same float32 keys (`reference_key`). Every float32 key is a
+monotone function of the exact squared distance, so the running minimum commutes with it and the
+keys, hence the picks, are the reference's.
+
+Speed: one running vector of squared distances to the chosen set (never an n x k matrix), kept
+lazily: stale distances are upper bounds, so most picks only touch the farthest few thousand rows,
+and the whole pool is brought up to date with one chunked matrix product per block of picks.
 """
 from __future__ import annotations
 
 import logging
 import math
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -35,16 +42,23 @@ def _refresh(x: torch.Tensor, sq: torch.Tensor, d2: torch.Tensor, new: list[int]
     d2[idx] = -math.inf  # chosen rows are never picked again (matters for duplicates)
 
 
+def reference_key(d2: torch.Tensor) -> torch.Tensor:
+    """The reference's float32 distance for squared distances `d2`: round to float32, clip at 0,
+    float32 sqrt (as scikit-learn's euclidean distances of float32 inputs); -inf stays -inf."""
+    key = d2.to(torch.float32).clamp_(min=0.0).sqrt_()
+    return key.masked_fill_(d2 == -math.inf, -math.inf)
+
+
 def greedy_kcenter(x: torch.Tensor, k: int, first: int, *, chunk_size: int = 8192,
                    candidates: int = 2048, trace_points: int = 100, progress: bool = True
                    ) -> tuple[list[int], dict]:
     """Greedy k-center picks on the rows of `x` (any norms), starting at row `first`.
 
-    Each row's squared distance to the chosen set only shrinks, so a stale value is an upper
-    bound. We keep exact values for the `candidates` farthest rows and pick among them while the
-    best of them still beats every other row's (stale) bound; then one chunked matrix product
-    brings all rows up to date. The picks equal the plain greedy's (ties -> lowest index);
-    memory stays O(n + chunk_size * picks per block), never n x k.
+    The farthest row is the first maximum of `reference_key` of the squared distance to the
+    chosen set. Each row's squared distance only shrinks, so a stale value is an upper bound. We keep
+    exact values for the `candidates` farthest rows and pick among them while the best key of them
+    still beats every other row's (stale) key; then one chunked matrix product brings all rows up to
+    date. The picks equal the plain greedy's; memory stays O(n + chunk_size * picks per block).
 
     Returns the k picks in order and stats: `radius` (the covering radius of the picks: max over
     the pool of the distance to the nearest pick), `radius_trace` ([t, covering radius of the
@@ -63,20 +77,22 @@ def greedy_kcenter(x: torch.Tensor, k: int, first: int, *, chunk_size: int = 819
     while True:
         _refresh(x, sq, d2, pending, chunk_size)
         pending, refreshes = [], refreshes + 1
+        key = reference_key(d2)
         m = min(candidates, n)
-        thr = torch.topk(d2, m, sorted=False).values.min()
-        in_cand = d2 >= thr  # rows tied with the threshold are candidates too
+        thr = torch.topk(key, m, sorted=False).values.min()
+        in_cand = key >= thr  # rows tied with the threshold are candidates too
         cand = torch.nonzero(in_cand).flatten()  # ascending: ties -> lowest index
-        outside = float(d2.masked_fill(in_cand, -math.inf).max())  # bound on every other row
+        outside = float(key.masked_fill(in_cand, -math.inf).max())  # bound on every other row
         xc, sqc, dc = x[cand], sq[cand], d2[cand]
         while True:
-            j = int(torch.argmax(dc))
-            best = float(dc[j])
+            kc = reference_key(dc)
+            j = int(torch.argmax(kc))
+            best = float(kc[j])
             if pending and not best > outside:
-                break  # another row may be farther now: bring every row up to date
+                break  # another row may be as far now: bring every row up to date
             t = len(picks)  # here `best` is exact and the farthest of all rows
             if t % every == 0 or t == k:  # covering radius of the first t picks
-                trace.append([t, math.sqrt(max(best, 0.0))])
+                trace.append([t, math.sqrt(max(float(dc[j]), 0.0))])
             if t == k:
                 bar.close()
                 return picks, {"radius": trace[-1][1], "radius_trace": trace, "refreshes": refreshes}
@@ -88,10 +104,16 @@ def greedy_kcenter(x: torch.Tensor, k: int, first: int, *, chunk_size: int = 819
             dc[j] = -math.inf
 
 
-class KCenterSelector(Selector):
-    """Greedy k-center on the (unit) embeddings; the first point is drawn from `ctx.seed`."""
+def reference_first_point(n: int, seed: int) -> int:
+    """`np.random.seed(seed); np.random.choice(np.arange(n))`, without touching numpy's global state."""
+    return int(np.random.RandomState(int(seed)).choice(np.arange(n)))
 
-    def __init__(self, name: str = "kcenter", device: str | None = None, dtype: str = "float32",
+
+class KCenterSelector(Selector):
+    """Greedy k-center on the embeddings as given (the reference does not re-normalise them); the
+    first point is drawn from `ctx.seed` as the reference draws it."""
+
+    def __init__(self, name: str = "kcenter", device: str | None = None, dtype: str = "float64",
                  chunk_size: int = 8192, candidates: int = 2048, progress: bool = True) -> None:
         if dtype not in ("float32", "float64"):
             raise UserError(f"must be float32 or float64, got {dtype!r}", key="selector.dtype")
@@ -107,7 +129,7 @@ class KCenterSelector(Selector):
         n = emb.shape[0]
         device = resolve_device(self.device) if self.device else ctx.device
         x = emb.to(device=device, dtype=getattr(torch, self.dtype))
-        first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(int(ctx.seed))))
+        first = reference_first_point(n, ctx.seed)
         picks, stats = greedy_kcenter(x, k, first, chunk_size=self.chunk_size, candidates=self.candidates,
                                       progress=self.progress)
         ctx.info["kcenter"] = {"first": first, "device": str(device), "dtype": self.dtype, **stats}

@@ -1,17 +1,19 @@
-"""random: a seeded uniform sample without replacement (the paper's reference uses seed 42)."""
+"""random: a seeded uniform sample without replacement, drawn as the reference draws it.
+
+SYSTEM.md section 4: `random.seed(seed); random.sample(records, k)` over the records in pool order,
+output in draw order. `random.sample` picks positions from the population's length alone, so a
+private `random.Random(seed).sample(range(n), k)` gives the same positions without touching the
+global RNG state.
+"""
 from __future__ import annotations
 
-import torch
+import random
 
 from codeselect.selectors.base import SelectionContext, Selector, check_k
 
 
 class RandomSelector(Selector):
-    """Uniform sample of k distinct indices from `torch.randperm` with a generator seeded by `ctx.seed`.
-
-    The same seed and pool size give the same indices on every machine (torch's CPU generator);
-    the exact indices differ from the reference's (another RNG), the distribution is the same.
-    """
+    """k distinct pool indices, the reference's draw for `ctx.seed` (42 by default), in draw order."""
 
     needs_embeddings = False
 
@@ -20,7 +22,5 @@ class RandomSelector(Selector):
 
     def select(self, ctx: SelectionContext, k: int) -> list[int]:
         check_k(k, ctx.n)
-        gen = torch.Generator().manual_seed(int(ctx.seed))
-        picks = torch.randperm(ctx.n, generator=gen)[:k]
         ctx.info["random"] = {"seed": int(ctx.seed)}
-        return picks.tolist()
+        return random.Random(int(ctx.seed)).sample(range(ctx.n), k)
