@@ -36,6 +36,14 @@ def check_sample_num(sample_num: Any, pool_size: int, pool_path: Path) -> int:
     return sample_num
 
 
+def with_scores(record: dict[str, Any], index: int, scores: dict[str, Any]) -> dict[str, Any]:
+    """The record as written: every input key, plus the score keys a selector adds (ifd / ppl add
+    theirs, as the reference's scripts do)."""
+    if not scores:
+        return record
+    return {**record, **{key: float(values[index]) for key, values in scores.items()}}
+
+
 def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """Run one selection as configured; write outputs into `run_dir`; return the manifest."""
     from hydra.utils import instantiate
@@ -77,7 +85,7 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     metrics_s = time.perf_counter() - t0
 
     out_file = run_dir / selection_filename(pool_path, k)
-    write_jsonl(out_file, [records[i] for i in indices])
+    write_jsonl(out_file, [with_scores(records[i], i, ctx.record_scores) for i in indices])
     plot_file = None
     if cfg.get("plot", True):
         from codeselect.plots import plot_selection

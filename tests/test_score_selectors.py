@@ -214,6 +214,33 @@ def test_select_py_end_to_end_with_tiny_scorer(selector: str, small_pool: tuple[
     assert [str(json.loads(ln)["id"]) for ln in lines] == manifest["selected_ids"]
     assert manifest["config"]["scorer"]["model"] == "tiny"
     assert manifest["selector_info"]["scorer_key" if selector != "deita" else "scoring"]
+    written = [json.loads(ln) for ln in lines]
+    if selector in ("ifd", "ppl"):  # the reference's records gain their score key, best first
+        scores = [rec[selector] for rec in written]
+        assert all(isinstance(v, float) for v in scores) and scores == sorted(scores, reverse=True)
+    else:
+        assert not {"ifd", "ppl"} & set(written[0])
+
+
+@needs_pipeline
+@pytest.mark.parametrize("selector", ["ifd", "ppl"])
+def test_select_py_top_k_from_a_scores_file_as_the_reference(selector: str, small_pool: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    """The published ifd/ppl scripts: records in pool order gain the score, `sorted(..., reverse=True)`
+    (stable), the first k written; a NaN-free file with ties."""
+    pool, emb = small_pool
+    records = [json.loads(ln) for ln in pool.read_text().splitlines()]
+    values = [round(float(v), 1) for v in np.random.default_rng(3).uniform(0, 2, len(records))]
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text("".join(json.dumps({"id": r["id"], selector: v}) + "\n" for r, v in zip(records, values)))
+    expected = sorted(({**r, selector: v} for r, v in zip(records, values)), key=lambda r: r[selector],
+                      reverse=True)[:9]
+    run_dir = tmp_path / "run"
+    out = run_select(f"selector={selector}", "sample_num=9", f"data.path={pool}", "embedding=precomputed",
+                     f"embedding.path={emb}", f"selector.scores_path={scores}", f"hydra.run.dir={run_dir}",
+                     "logger=none", "plot=false")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [json.loads(ln) for ln in (run_dir / "pool-sn9.jsonl").read_text().splitlines()] == expected
 
 
 @needs_pipeline

@@ -13,7 +13,6 @@ import torch
 
 from codeselect.data import pool_hash
 from codeselect.errors import UserError
-from codeselect.prompts import prompt_text
 from codeselect.scoring import ScorerConfig, compute_scores, read_scores_file
 from codeselect.scoring.batching import plan_batches
 from codeselect.scoring.encoding import deita_prompt, encode, rating_token_ids
@@ -60,32 +59,58 @@ def hand_ppl(model, ids: list[int], first_target: int) -> float:
     return math.exp(sum(nll) / len(nll))
 
 
-def test_ppl_and_ifd_match_a_hand_computation(records: list[dict], cache: Path) -> None:
-    s = compute_scores(records, ["ppl", "ppl_alone"], tiny(), cache_dir=cache, pool_hash=pool_hash(records),
-                       progress=False)
+def system_md_scores(tok, model, instruction: str, response: str, max_length: int) -> tuple[float, float]:
+    """(PPL(response | instruction), PPL(response alone)) as SYSTEM.md section 4 defines them, with
+    Hugging Face's own label-shifted loss (one sample at a time, as the reference)."""
+    prompt = f"{tok.bos_token}You are a helpful programming assistant.\n### Instruction:\n{instruction}\n### Response:\n"
+    n_prompt = len(tok.encode(prompt, add_special_tokens=False))
+    text = response + tok.eos_token
+    full = tok.encode(prompt + text, add_special_tokens=False)[:max_length]
+    labels = torch.tensor([full])
+    labels[0, :n_prompt] = -100
+    alone = tok.encode(text, add_special_tokens=False)[:max_length - n_prompt + 1]
+    with torch.no_grad():
+        cond = math.exp(float(model(torch.tensor([full]), labels=labels).loss))
+        resp = math.exp(float(model(torch.tensor([alone]), labels=torch.tensor([alone])).loss))
+    return cond, resp
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_ppl_and_ifd_match_system_md(records: list[dict], cache: Path, truncate: bool) -> None:
+    """The reference's definitions: EOS appended, the response alone without BOS (its first token
+    unpredicted), the boundary at the prompt's own token count, truncation at max_position_embeddings
+    (2048 for the tiny model) or at a configured max_length (here 6 tokens past the longest prompt)."""
+    full = compute_scores(records, ["ppl"], tiny(), cache_dir=cache, pool_hash=pool_hash(records),
+                          progress=False)["ppl"]  # also builds the tiny model for this pool
     tok, model = load_tiny(records, cache)
-    bos = tok.bos_token_id
-    for i in (0, 7, 23):
+    picked = (0, 7, 23)
+    max_length = None
+    if truncate:
+        prompts = [f"{tok.bos_token}You are a helpful programming assistant.\n### Instruction:\n"
+                   f"{records[i]['instruction']}\n### Response:\n" for i in picked]
+        max_length = max(len(tok.encode(p, add_special_tokens=False)) for p in prompts) + 6
+    info: dict = {}
+    s = compute_scores(records, ["ppl", "ppl_alone"], tiny(max_length=max_length), cache_dir=cache,
+                       pool_hash=pool_hash(records), progress=False, info=info)
+    limit = max_length or model.config.max_position_embeddings
+    assert info["max_length"] == limit
+    for i in picked:
         rec = records[i]
-        prompt = tok(prompt_text(rec["instruction"]), add_special_tokens=False)["input_ids"]
-        resp = tok(rec["response"], add_special_tokens=False)["input_ids"]
-        assert tok(prompt_text(rec["instruction"]) + rec["response"], add_special_tokens=False)["input_ids"] \
-            == prompt + resp  # the prompt/response boundary is a token boundary here
-        cond = hand_ppl(model, [bos] + prompt + resp, first_target=1 + len(prompt))
-        alone = hand_ppl(model, [bos] + resp, first_target=1)
+        cond, alone = system_md_scores(tok, model, rec["instruction"], rec["response"], limit)
         assert s["ppl"][i] == pytest.approx(cond, rel=1e-5)
         assert s["ppl_alone"][i] == pytest.approx(alone, rel=1e-5)
-        # the instruction really is excluded: scoring every token gives another number
-        assert hand_ppl(model, [bos] + prompt + resp, first_target=1) != pytest.approx(cond, rel=1e-3)
+    if truncate:  # the cut changed the scores
+        assert not np.allclose(full[list(picked)], s["ppl"][list(picked)])
 
 
-def test_conditional_targets_are_exactly_the_response_tokens(records: list[dict], cache: Path) -> None:
+def test_conditional_targets_are_the_response_and_eos(records: list[dict], cache: Path) -> None:
     tok, _ = load_tiny(records, cache)
     store = encode("ppl", records, tok, max_length=2048)
     for i, rec in enumerate(records):
         seq = store.sequence(i)
-        assert seq[0] == tok.bos_token_id
-        assert list(seq[store.starts[i]:]) == tok(rec["response"], add_special_tokens=False)["input_ids"]
+        assert seq[0] == tok.bos_token_id  # from the template's BOS text
+        assert seq[-1] == tok.eos_token_id
+        assert len(seq) - store.starts[i] >= 2  # the response's tokens and the EOS are targets
 
 
 def test_masked_perplexity_ignores_instruction_and_padding_logits() -> None:
@@ -199,13 +224,33 @@ def test_interrupted_run_resumes_and_gives_identical_scores(records: list[dict],
     assert not list((tmp_path / "run" / "scores").rglob("parts-*/*.npz"))
 
 
-def test_empty_response_scores_nan_not_crash(tmp_path: Path) -> None:
+def test_a_response_of_one_token_has_no_alone_target_and_ifd_0(tmp_path: Path) -> None:
+    """An empty response is just the EOS: PPL(response alone) has no target (NaN in the reference,
+    whose IFD is then 0), while PPL(response | instruction) still predicts the EOS."""
+    from codeselect.scoring import ifd_scores
+
     recs = [{"id": i, "instruction": f"Write function {i}", "response": "" if i == 1 else f"def f{i}(): pass"}
             for i in range(4)]
     s = compute_scores(recs, ["ppl", "ppl_alone"], tiny(), cache_dir=tmp_path, pool_hash=pool_hash(recs),
                        progress=False)
-    assert np.isnan(s["ppl"][1]) and np.isnan(s["ppl_alone"][1])
-    assert np.isfinite(np.delete(s["ppl"], 1)).all()
+    assert np.isnan(s["ppl_alone"][1]) and np.isfinite(s["ppl"]).all()
+    ifd = ifd_scores(s["ppl"], s["ppl_alone"])
+    assert ifd[1] == 0.0 and (np.delete(ifd, 1) > 0).all()
+
+
+def test_cache_key_carries_the_score_definitions(records: list[dict], cache: Path) -> None:
+    """Scores cached under an older definition are not reused."""
+    from codeselect.scoring.config import SCORE_DEFINITIONS, model_key
+
+    cfg = ScorerConfig.from_mapping(tiny())
+    key = model_key(cfg, cache / "models" / f"tiny-{pool_hash(records)}", "cpu", 2048)
+    import codeselect.scoring.config as config
+
+    old, config.SCORE_DEFINITIONS = config.SCORE_DEFINITIONS, SCORE_DEFINITIONS - 1
+    try:
+        assert model_key(cfg, cache / "models" / f"tiny-{pool_hash(records)}", "cpu", 2048) != key
+    finally:
+        config.SCORE_DEFINITIONS = old
 
 
 def test_scorer_config_errors_name_the_key() -> None:
@@ -216,7 +261,7 @@ def test_scorer_config_errors_name_the_key() -> None:
 
 
 def test_missing_scorer_model_is_a_user_error(records: list[dict], tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"key 'scorer.model'.*cannot load the scorer tokenizer"):
+    with pytest.raises(UserError, match=r"key 'scorer.model'.*cannot load the scorer config"):
         compute_scores(records, ["ppl"], {"model": str(tmp_path / "no-such-model")}, cache_dir=tmp_path,
                        pool_hash="x", progress=False)
 

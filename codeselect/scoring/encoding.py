@@ -1,14 +1,16 @@
 """Turn pool records into token sequences for each score kind.
 
-Kinds (all per sample):
-- `ppl`: PPL(response | instruction) in the paper's prompt format (codeselect.prompts): the sequence
-  is `<bos>` + prompt + response; only the response tokens are targets.
-- `ppl_alone`: PPL(response): `<bos>` + response, every response token a target.
+Kinds (all per sample), with the reference's definitions (SYSTEM.md section 4):
+- `ppl`: PPL(response | instruction). prompt = the paper's template applied to the instruction with
+  the generation prompt (it holds the BOS text); L_p = its token count, encoded without special
+  tokens. The sequence is prompt + response + EOS (as text) encoded as one string without special
+  tokens, truncated to `max_length`; positions L_p.. are the targets (the boundary is the prompt's
+  own token count, not a character offset).
+- `ppl_alone`: PPL(response): response + EOS encoded without special tokens (no BOS), truncated to
+  max_length - L_p + 1 tokens; its first token is context, every later one a target.
 - `complexity` / `quality`: DEITA's scorer prompts; the score is read from the next-token logits at
   the last position.
-The response tokens are found with the tokenizer's character offsets on the full text (as the
-reference finds the response span in the full text), so a token straddling the prompt/response
-boundary counts as prompt.
+`max_length` is the scorer model's `max_position_embeddings` unless configured.
 """
 from __future__ import annotations
 
@@ -76,33 +78,28 @@ def _store(kind: str, seqs: list[list[int]], starts: list[int]) -> TokenStore:
     return TokenStore(kind, flat, offsets, np.asarray(starts, dtype=np.int64))
 
 
+def reference_texts(record: dict[str, Any], tok: Any) -> tuple[str, str]:
+    """(prompt, response + EOS) as the reference builds them for PPL / IFD."""
+    return prompt_text(record["instruction"], bos=tok.bos_token or ""), record["response"] + (tok.eos_token or "")
+
+
+def _prompt_lengths(records: Sequence[dict[str, Any]], tok: Any, max_length: int) -> list[int]:
+    """L_p: the prompt's token count (no special tokens added; the template holds the BOS text)."""
+    prompts = [reference_texts(r, tok)[0] for r in records]
+    return [min(len(ids), max_length) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
+
+
 def _encode_conditional(records: Sequence[dict[str, Any]], tok: Any, max_length: int) -> TokenStore:
-    prompts = [prompt_text(r["instruction"]) for r in records]
-    fulls = [p + r["response"] for p, r in zip(prompts, records)]
-    bos = tok.bos_token_id
-    seqs, starts = [], []
-    if getattr(tok, "is_fast", False):
-        enc = tok(fulls, add_special_tokens=True, return_offsets_mapping=True)
-        for ids, offs, prompt in zip(enc["input_ids"], enc["offset_mapping"], prompts):
-            ids, shift = _with_bos(list(ids), bos)
-            cut = len(prompt)
-            start = next((j + shift for j, (a, b) in enumerate(offs) if a >= cut and b > a), len(ids))
-            seqs.append(ids[:max_length])
-            starts.append(start)
-    else:  # slow tokenizer: the prompt's own token count marks the boundary (the reference's way)
-        full_ids = tok(fulls, add_special_tokens=True)["input_ids"]
-        prompt_ids = tok(prompts, add_special_tokens=True)["input_ids"]
-        for ids, pids in zip(full_ids, prompt_ids):
-            ids, _ = _with_bos(list(ids), bos)
-            pids, _ = _with_bos(list(pids), bos)
-            seqs.append(ids[:max_length])
-            starts.append(len(pids))
-    return _store("ppl", seqs, starts)
+    fulls = ["".join(reference_texts(r, tok)) for r in records]
+    ids = tok(fulls, add_special_tokens=False)["input_ids"]
+    return _store("ppl", [list(s[:max_length]) for s in ids], _prompt_lengths(records, tok, max_length))
 
 
 def _encode_alone(records: Sequence[dict[str, Any]], tok: Any, max_length: int) -> TokenStore:
-    enc = tok([r["response"] for r in records], add_special_tokens=True)["input_ids"]
-    seqs = [_with_bos(list(ids), tok.bos_token_id)[0][:max_length] for ids in enc]
+    responses = [reference_texts(r, tok)[1] for r in records]
+    ids = tok(responses, add_special_tokens=False)["input_ids"]
+    limits = [max_length - lp + 1 for lp in _prompt_lengths(records, tok, max_length)]
+    seqs = [list(s[:limit]) if limit > 0 else [] for s, limit in zip(ids, limits)]
     return _store("ppl_alone", seqs, [1] * len(seqs))
 
 

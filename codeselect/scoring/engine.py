@@ -20,7 +20,7 @@ import numpy as np
 from codeselect.scoring.batching import BatchDataset, PlannedBatch, identity_collate, plan_batches
 from codeselect.scoring.config import ScorerConfig, model_key
 from codeselect.scoring.encoding import KINDS, PPL_KINDS, encode, rating_token_ids
-from codeselect.scoring.loading import load_tokenizer, model_source, tiny_model_dir
+from codeselect.scoring.loading import load_tokenizer, model_source, resolve_max_length, tiny_model_dir
 from codeselect.scoring.store import ScoreStore
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ def compute_scores(records: Sequence[dict[str, Any]], kinds: Sequence[str],
     n = len(records)
     tiny_dir = tiny_model_dir(records, Path(cache_dir), pool_hash, cfg) if cfg.is_tiny else None
     source = model_source(cfg, tiny_dir)
-    key = model_key(cfg, tiny_dir, device)
+    max_length = resolve_max_length(cfg, source)
+    key = model_key(cfg, tiny_dir, device, max_length)
     store = ScoreStore(Path(cache_dir) / "scores" / key / pool_hash)
     out = {k: v for k in kinds if (v := store.load_final(k, n)) is not None}
     todo = [k for k in dict.fromkeys(kinds) if k not in out]
@@ -95,7 +96,7 @@ def compute_scores(records: Sequence[dict[str, Any]], kinds: Sequence[str],
         tok = load_tokenizer(cfg, source)
         rating_ids = rating_token_ids(tok, cfg.rating_token_ids) \
             if any(k not in PPL_KINDS for k in todo) else None
-        stores = {k: encode(k, records, tok, cfg.max_length) for k in todo}
+        stores = {k: encode(k, records, tok, max_length) for k in todo}
         pending: list[PlannedBatch] = []
         for kind, ts in stores.items():
             _, done = store.load_parts(kind, n)
@@ -117,6 +118,7 @@ def compute_scores(records: Sequence[dict[str, Any]], kinds: Sequence[str],
             out[kind] = values
     if info is not None:
         info.update({"scorer": cfg.model, "scorer_key": key, "scores_dir": str(store.root),
+                     "max_length": max_length,
                      "score_s": round(time.perf_counter() - t0, 3), "scored_batches": computed_batches,
                      "cached_kinds": [k for k in kinds if k not in todo]})
     return {k: out[k] for k in kinds}

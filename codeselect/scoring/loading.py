@@ -50,6 +50,24 @@ def load_tokenizer(cfg: ScorerConfig, source: str) -> Any:
     return tok
 
 
+def resolve_max_length(cfg: ScorerConfig, source: str) -> int:
+    """`scorer.max_length`, or the model config's `max_position_embeddings` (the reference's rule)."""
+    if cfg.max_length is not None:
+        return int(cfg.max_length)
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source, **_hub_kwargs(cfg))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load the scorer config from {source!r} "
+                        f"({str(exc).splitlines()[0]})", key="scorer.model") from None
+    value = getattr(config, "max_position_embeddings", None)
+    if not value:
+        raise UserError("the model config has no max_position_embeddings: set scorer.max_length",
+                        key="scorer.max_length")
+    return int(value)
+
+
 def load_model(cfg: ScorerConfig, source: str, device: str) -> Any:
     """The scorer model in eval mode, in fp32 on CPU / bf16 on GPU (or `cfg.dtype`)."""
     from transformers import AutoModelForCausalLM

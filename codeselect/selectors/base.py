@@ -22,6 +22,8 @@ class SelectionContext:
     pool_hash: str = ""
     device: str = "cpu"
     info: dict[str, Any] = field(default_factory=dict)  # selectors put extra results here
+    # per-sample values (pool order) that the written records gain under these keys, e.g. `ifd`
+    record_scores: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:

@@ -1,8 +1,9 @@
 """PPL baseline: keep the k samples with the highest PPL(response | instruction).
 
 The perplexity of the response given the instruction (paper's prompt format, instruction masked out
-of the loss) under the scorer LM, the base model to be fine-tuned. Highest first; ties keep pool
-order; samples with nothing to score (NaN) rank last.
+of the loss) under the scorer LM, the base model to be fine-tuned (definitions:
+codeselect.scoring.encoding). A failed or NaN score is 0. Highest first; ties keep pool order. Each
+selected record gains the key `ppl` with its score, as in the reference.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class PPLSelector(TopScoreSelector):
 
     def scores(self, ctx: SelectionContext) -> np.ndarray:
         """PPL(response | instruction) per pool sample, from the scores file or the scorer LM."""
-        from codeselect.scoring import compute_scores, read_scores_file, single_scorer, summarize
+        from codeselect.scoring import compute_scores, read_scores_file, single_scorer, summarize, zero_failed
 
         if self.scores_path:
             ppl = read_scores_file(self.scores_path, ["ppl"], ctx.records)["ppl"]
@@ -32,5 +33,7 @@ class PPLSelector(TopScoreSelector):
                                  cache_dir=ctx.cache_dir, pool_hash=ctx.pool_hash,
                                  device=ctx.device, progress=self.progress, info=info)["ppl"]
             ctx.info.update(info)
+        ppl = zero_failed(ppl)
         ctx.info["ppl"] = summarize(ppl)
+        ctx.record_scores["ppl"] = ppl
         return ppl
