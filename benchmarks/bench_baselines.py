@@ -1,15 +1,11 @@
-"""kcenter and dq: ours vs the naive reference implementations, side by side in one run.
+"""dq: ours vs the n x n reference computation (kcenter: see bench_kcenter.py).
 
-    python benchmarks/bench_baselines.py                     # 92,000 x 768, k = 10,000 (tens of minutes)
-    python benchmarks/bench_baselines.py --n 20000 --k 2000  # a quick smoke run
+    python benchmarks/bench_baselines.py                     # 92,000 x 768 (tens of minutes)
+    python benchmarks/bench_baselines.py --n 20000           # a quick run
 
-kcenter: ours (lazy greedy, see codeselect/selectors/kcenter.py) vs the reference's per-step
-pairwise distances (torch.cdist of the whole pool against the selected set, every step). The
-reference runs its first --ref-steps steps for real (their picks must equal ours), and single
-steps at a few set sizes; its total is extrapolated from a per-step cost a + b * t fitted to those.
 dq: ours on the full pool (time, peak RSS of a fresh process), and against the n x n reference
-(similarity matrix, gains re-summed over the chosen set each step, as its NaiveGreedy) on small
-pools: identical bins required, speed ratio reported. Writes a markdown table to --out.
+(similarity matrix, gains re-summed over the chosen set each step, as its NaiveGreedy; every bin
+n // bins) on small pools: identical bins required, speed ratio reported. Writes a markdown table.
 """
 from __future__ import annotations
 
@@ -27,8 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codeselect.selectors.dq import graphcut_bins, split_evenly  # noqa: E402
-from codeselect.selectors.kcenter import greedy_kcenter  # noqa: E402
+from codeselect.selectors.dq import graphcut_bins  # noqa: E402
 
 
 def synthetic_pool(n: int, d: int, clusters: int, seed: int = 0, noise: float = 1.0) -> torch.Tensor:
@@ -44,56 +39,13 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-# ---------------------------------------------------------------- kcenter
-def reference_kcenter_steps(x: torch.Tensor, first: int, steps: int) -> tuple[list[int], float]:
-    """The naive greedy: cdist(pool, selected) every step. Returns its picks and the time taken."""
-    picks = [first]
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        dist = torch.cdist(x, x[torch.tensor(picks)]).min(dim=1).values
-        dist[torch.tensor(picks)] = -1.0
-        picks.append(int(torch.argmax(dist)))
-    return picks, time.perf_counter() - t0
-
-
-def reference_step_seconds(x: torch.Tensor, selected: list[int], repeats: int = 1) -> float:
-    """Seconds of one reference step with `selected` already chosen."""
-    idx = torch.tensor(selected)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        dist = torch.cdist(x, x[idx]).min(dim=1).values
-        dist[idx] = -1.0
-        int(torch.argmax(dist))
-    return (time.perf_counter() - t0) / repeats
-
-
-def bench_kcenter(x: torch.Tensor, k: int, ref_steps: int, probes: list[int], seed: int) -> dict:
-    n = x.shape[0]
-    first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)))
-    t0 = time.perf_counter()
-    picks, stats = greedy_kcenter(x, k, first, progress=True)
-    ours_s = time.perf_counter() - t0
-
-    ref_picks, ref_s = reference_kcenter_steps(x, first, min(ref_steps, k - 1))
-    same = ref_picks == picks[:len(ref_picks)]
-    # per-step cost a + b * t from the first steps (t ~ steps / 2) and single steps at larger t
-    ts = [len(ref_picks) / 2.0] + [float(t) for t in probes if t < k]
-    cost = [ref_s / (len(ref_picks) - 1)] + [reference_step_seconds(x, picks[:int(t)]) for t in ts[1:]]
-    b, a = np.polyfit(ts, cost, 1) if len(ts) > 1 else (0.0, cost[0])
-    steps = np.arange(1, k)
-    ref_total = float(np.sum(a + b * steps))
-    return {"ours_s": ours_s, "refreshes": stats["refreshes"], "radius": stats["radius"],
-            "ref_steps": len(ref_picks) - 1, "ref_steps_s": ref_s, "same_picks": same,
-            "probes": list(zip(ts, cost)), "ref_total_s": ref_total, "speedup": ref_total / ours_s}
-
-
 # ---------------------------------------------------------------- dq
 def reference_graphcut_bins(x: np.ndarray, bins: int, lam: float = 1.0) -> list[np.ndarray]:
     """The n x n reference: similarity matrix, gains re-summed over the chosen set every step."""
     sim = x @ x.T
     remaining = np.arange(len(x))
     out = []
-    for size in split_evenly(len(x), bins):
+    for size in [len(x) // bins] * bins:  # the n % bins leftovers in no bin
         sub = sim[np.ix_(remaining, remaining)]
         colsum = sub.sum(axis=0)
         chosen = np.zeros(len(remaining), dtype=bool)
@@ -144,14 +96,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=92000)
     ap.add_argument("--d", type=int, default=768)
-    ap.add_argument("--k", type=int, default=10000)
     ap.add_argument("--clusters", type=int, default=200)
     ap.add_argument("--bins", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--ref-steps", type=int, default=200, help="reference kcenter steps run for real")
-    ap.add_argument("--probes", default="1000,3000", help="set sizes for single reference kcenter steps")
     ap.add_argument("--dq-small", default="1000,3000", help="pool sizes for the n x n dq comparison")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: kcenter,dq,dq-small")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: dq,dq-small")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "baselines.md"))
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -159,29 +107,11 @@ def main() -> None:
     head = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads), load average at start "
             f"{os.getloadavg()[0]:.1f} (shared with other jobs: ratios are measured side by side)")
-    lines = ["# Baseline selectors: kcenter and dq vs their references", "",
-             f"`python benchmarks/bench_baselines.py --n {args.n} --d {args.d} --k {args.k} "
+    lines = ["# dq vs the reference computation", "",
+             f"`python benchmarks/bench_baselines.py --n {args.n} --d {args.d} "
              f"--clusters {args.clusters}`", "", head, "",
-             f"Pool: {args.n:,} x {args.d} synthetic clustered unit vectors ({args.clusters} clusters), "
-             f"k = {args.k:,}.", ""]
+             f"Pool: {args.n:,} x {args.d} synthetic clustered unit vectors ({args.clusters} clusters).", ""]
     print(head, flush=True)
-
-    if "kcenter" not in skip:
-        x = synthetic_pool(args.n, args.d, args.clusters)
-        probes = [int(p) for p in args.probes.split(",") if p]
-        r = bench_kcenter(x, args.k, args.ref_steps, probes, args.seed)
-        del x
-        print("kcenter", r, flush=True)
-        probe_txt = ", ".join(f"t={t:.0f}: {c * 1e3:.0f} ms" for t, c in r["probes"])
-        lines += ["## kcenter (float32, CPU)", "",
-                  "| implementation | time | picks |", "|---|---|---|",
-                  f"| ours: lazy greedy, {r['refreshes']} full refreshes | {r['ours_s']:.1f} s measured "
-                  f"| covering radius {r['radius']:.4f} |",
-                  f"| reference: cdist(pool, selected) per step, first {r['ref_steps']} steps | "
-                  f"{r['ref_steps_s']:.1f} s measured | identical to ours: {r['same_picks']} |",
-                  f"| reference: all {args.k - 1:,} steps | **{r['ref_total_s']:,.0f} s extrapolated** "
-                  f"(per-step cost a + b t fitted to {probe_txt}) | |", "",
-                  f"Speed-up: **{r['speedup']:.0f}x** (ours measured vs reference extrapolated; target >= 5x).", ""]
 
     if "dq" not in skip:
         r = bench_dq_full(args.n, args.d, args.clusters, args.bins)

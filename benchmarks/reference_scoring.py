@@ -1,9 +1,11 @@
 """A plain re-implementation of the reference's LM scoring loop, for side-by-side timing.
 
 Written from SYSTEM.md section 4, the way the reference computes it: one sample at a time,
-tokenised on the fly, `model(input_ids, labels=labels)` with the instruction tokens set to -100 for
-PPL(response | instruction), again on the response alone for PPL(response), and one forward pass
-per prompt for DEITA's ratings. Not used by the library.
+tokenised on the fly. PPL(response | instruction): the paper's prompt (BOS text included) + the
+response + EOS encoded as one string without special tokens, cut at max_length, the prompt's own
+token count masked with -100, `model(input_ids, labels=labels)`; PPL(response): response + EOS
+without special tokens, cut at max_length - L_p + 1, `model(ids, labels=ids)`; a failure scores 0.
+DEITA: one forward pass per prompt. Not used by the library.
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ from typing import Any, Sequence
 
 import torch
 
-from codeselect.prompts import prompt_text
 from codeselect.scoring.encoding import _TEMPLATE_TAILS, deita_prompt
+
+SYSTEM_PROMPT = "You are a helpful programming assistant."
 
 
 def _ids(tok: Any, text: str) -> list[int]:
@@ -24,25 +27,30 @@ def _ids(tok: Any, text: str) -> list[int]:
 
 
 @torch.no_grad()
-def _ppl(model: Any, ids: list[int], start: int) -> float:
-    """exp(mean NLL) of tokens start.. given the ones before; NaN when there is nothing to score."""
-    if start >= len(ids) or start < 1:
-        return math.nan
-    input_ids = torch.tensor([ids])
-    labels = input_ids.clone()
-    labels[0, :start] = -100
-    return math.exp(float(model(input_ids=input_ids, labels=labels).loss))
+def _loss_ppl(model: Any, ids: list[int], n_masked: int) -> float:
+    """exp(HF's mean label-shifted loss) with the first `n_masked` labels ignored; 0 on failure."""
+    try:
+        input_ids = torch.tensor([ids])
+        labels = input_ids.clone()
+        labels[0, :n_masked] = -100
+        return math.exp(float(model(input_ids=input_ids, labels=labels).loss))
+    except Exception:  # the reference: an empty sequence or any error scores 0
+        return 0.0
 
 
 def reference_perplexities(records: Sequence[dict[str, Any]], model: Any, tok: Any,
                            max_length: int) -> dict[str, list[float]]:
     """PPL(response | instruction) and PPL(response) per record, one forward pass per sample each."""
     ppl, alone = [], []
+    bos, eos = tok.bos_token or "", tok.eos_token or ""
     for rec in records:
-        prompt = prompt_text(rec["instruction"])
-        full = _ids(tok, prompt + rec["response"])[:max_length]
-        ppl.append(_ppl(model, full, len(_ids(tok, prompt))))
-        alone.append(_ppl(model, _ids(tok, rec["response"])[:max_length], 1))
+        prompt = f"{bos}{SYSTEM_PROMPT}\n### Instruction:\n{rec['instruction']}\n### Response:\n"
+        n_prompt = len(tok.encode(prompt, add_special_tokens=False)[:max_length])
+        response = rec["response"] + eos
+        full = tok.encode(prompt + response, add_special_tokens=False)[:max_length]
+        ppl.append(_loss_ppl(model, full, n_prompt))
+        resp = tok.encode(response, add_special_tokens=False)[:max(0, max_length - n_prompt + 1)]
+        alone.append(_loss_ppl(model, resp, 0))
     return {"ppl": ppl, "ppl_alone": alone}
 
 

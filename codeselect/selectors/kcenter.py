@@ -45,7 +45,7 @@ def _refresh(x: torch.Tensor, sq: torch.Tensor, d2: torch.Tensor, new: list[int]
 def reference_key(d2: torch.Tensor) -> torch.Tensor:
     """The reference's float32 distance for squared distances `d2`: round to float32, clip at 0,
     float32 sqrt (as scikit-learn's euclidean distances of float32 inputs); -inf stays -inf."""
-    key = d2.to(torch.float32).clamp_(min=0.0).sqrt_()
+    key = d2.to(torch.float32).clamp(min=0.0).sqrt_()  # a new tensor: `d2` itself is left as it is
     return key.masked_fill_(d2 == -math.inf, -math.inf)
 
 
