@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from codeselect.errors import UserError
-from codeselect.mapping import csr, greedy_unique_mapping, nearest, resolve_precision, rowwise_dot
+from codeselect.mapping import NearestTracker, csr, greedy_unique_mapping, resolve_precision, rowwise_dot
 from codeselect.selectors.base import SelectionContext, Selector, pool_embeddings
 
 log = logging.getLogger(__name__)
@@ -58,10 +58,11 @@ class Objective:
     scale: float = 1.0
     chunk_size: int = 4096
     precision: str = "auto"
-    exact_argmax: bool = True
+    candidates: int = 16
     kk_cache_mb: float = 1024.0
     stats: dict[str, Any] = field(default_factory=dict)
     _features_bf16: torch.Tensor | None = field(default=None, repr=False)
+    _tracker: NearestTracker | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.precision = resolve_precision(self.precision, self.features.device)
@@ -149,10 +150,10 @@ class Objective:
         feats = self.features
         theta_hat = theta_hat.float()
         k = theta_hat.shape[0]
-        if self.precision == "bf16" and self._features_bf16 is None:
-            self._features_bf16 = feats.to(torch.bfloat16)
-        s, c = nearest(feats, theta_hat, chunk_size=self.chunk_size, precision=self.precision,
-                       exact=self.exact_argmax, x_bf16=self._features_bf16)
+        if self._tracker is None:  # kept across steps: its bounds skip most of the n x k screen
+            self._tracker = NearestTracker(feats, candidates=self.candidates, chunk_size=self.chunk_size,
+                                           precision=self.precision, x_bf16=self._features_bf16)
+        s, c = self._tracker(theta_hat)
         a = s / t
         if self.balance > 0:
             theta_mm = self._for_matmul(theta_hat)
@@ -287,13 +288,14 @@ class ParametricSelector(Selector):
 
     def __init__(self, name: str = "ours", max_iter: int = 300, temperature: float = 0.07,
                  lr: float = 1e-3, balance: float = 1.0, init: str = "random",
-                 chunk_size: int = 4096, precision: str = "auto", exact_argmax: bool = False,
+                 chunk_size: int = 4096, precision: str = "auto", screen_candidates: int = 16,
                  kk_cache_mb: float = 1024.0, accelerator: str | None = None,
                  devices: int | str = 1, strategy: str = "auto", deterministic: bool = True,
                  mapping_candidates: int | None = None, mapping_chunk_size: int = 512,
                  progress: bool = True) -> None:
         checks = [("max_iter", max_iter >= 0), ("temperature", temperature > 0), ("lr", lr > 0),
                   ("balance", balance >= 0), ("chunk_size", chunk_size >= 1),
+                  ("screen_candidates", screen_candidates >= 1),
                   ("mapping_candidates", mapping_candidates is None or mapping_candidates >= 1),
                   ("mapping_chunk_size", mapping_chunk_size >= 1)]
         for key, ok in checks:
@@ -306,7 +308,7 @@ class ParametricSelector(Selector):
         self.name = name
         self.max_iter, self.temperature, self.lr, self.balance = int(max_iter), temperature, lr, balance
         self.init, self.chunk_size, self.precision = init, int(chunk_size), precision
-        self.exact_argmax, self.kk_cache_mb = exact_argmax, kk_cache_mb
+        self.screen_candidates, self.kk_cache_mb = int(screen_candidates), kk_cache_mb
         self.accelerator, self.devices, self.strategy = accelerator, devices, strategy
         self.deterministic = deterministic
         self.mapping_candidates = None if mapping_candidates is None else int(mapping_candidates)
@@ -328,7 +330,7 @@ class ParametricSelector(Selector):
             devices=self.devices, strategy=self.strategy, progress=self.progress,
             deterministic=self.deterministic, features_bf16=feats_bf16,
             temperature=self.temperature, balance=self.balance,
-            chunk_size=self.chunk_size, precision=precision, exact_argmax=self.exact_argmax,
+            chunk_size=self.chunk_size, precision=precision, candidates=self.screen_candidates,
             kk_cache_mb=self.kk_cache_mb)
         t2 = time.perf_counter()
         theta_hat = F.normalize(theta.to(device), dim=1)
