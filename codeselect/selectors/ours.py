@@ -252,10 +252,11 @@ class CentroidModule(pl.LightningModule):
 def optimise_centroids(features: torch.Tensor, init: torch.Tensor, *, max_iter: int = 300,
                        lr: float = 1e-3, accelerator: str = "cpu", devices: int | str = 1,
                        strategy: str = "auto", progress: bool = False, deterministic: bool = True,
-                       features_bf16: torch.Tensor | None = None,
+                       features_bf16: torch.Tensor | None = None, info: dict | None = None,
                        **objective_kwargs: Any) -> tuple[torch.Tensor, list[float]]:
     """Run the Lightning Trainer for `max_iter` full-batch steps; return (centroids, loss history).
-    `features_bf16`: the features already in bf16 (a caller that needs them again afterwards)."""
+    `features_bf16`: the features already in bf16 (a caller that needs them again afterwards);
+    `info`: filled with the nearest-centroid tracker's counts of this process (`screen`)."""
     from torch.utils.data import DataLoader
 
     if max_iter == 0:
@@ -280,6 +281,10 @@ def optimise_centroids(features: torch.Tensor, init: torch.Tensor, *, max_iter: 
             trainer.fit(module, train_dataloaders=DataLoader(range(max_iter), batch_size=1))
     finally:  # the Trainer switches deterministic algorithms on globally; give the caller its state back
         torch.use_deterministic_algorithms(was_deterministic)
+    if info is not None and module.objective is not None and module.objective._tracker is not None:
+        stats = dict(module.objective._tracker.stats)
+        stats["rows"] = int(module.objective.features.shape[0])
+        info["screen"] = stats
     return module.centroids.detach().cpu(), module.loss_history
 
 
@@ -325,10 +330,11 @@ class ParametricSelector(Selector):
         t0 = time.perf_counter()
         start = init_indices(feats, k, ctx.seed, self.init)
         t1 = time.perf_counter()
+        opt_info: dict[str, Any] = {}
         theta, history = optimise_centroids(
             feats, feats[start], max_iter=self.max_iter, lr=self.lr, accelerator=accelerator,
             devices=self.devices, strategy=self.strategy, progress=self.progress,
-            deterministic=self.deterministic, features_bf16=feats_bf16,
+            deterministic=self.deterministic, features_bf16=feats_bf16, info=opt_info,
             temperature=self.temperature, balance=self.balance,
             chunk_size=self.chunk_size, precision=precision, candidates=self.screen_candidates,
             kk_cache_mb=self.kk_cache_mb)
@@ -350,6 +356,9 @@ class ParametricSelector(Selector):
             "accelerator": accelerator,
             "mapping": map_stats,
         })
+        if "screen" in opt_info:  # the share of pool rows whose n x k screen ran, per step (rank 0)
+            screen = opt_info["screen"]
+            ctx.info["rescreened_fraction"] = round(screen["rescreened"] / max(1, screen["calls"] * screen["rows"]), 4)
         log.info("ours: %d steps in %.1f s (final loss %s), mapping %.2f s", len(history), t2 - t1,
                  f"{history[-1]:.5f}" if history else "n/a", t3 - t2)
         return sorted(chosen)  # the reference writes its picks in pool order
