@@ -1,4 +1,5 @@
-"""Matching samples and centroids by cosine/dot similarity: exact nearest centroid, greedy unique mapping.
+"""Matching samples and centroids by cosine/dot similarity: exact nearest centroid (once, or tracked
+across the steps of an optimisation with bounds that skip most of the work), greedy unique mapping.
 
 Both run the n x k similarity in chunks (never materialised whole) and may screen it with a bf16
 matrix product (about 4x faster than fp32 on CPUs with AVX512-BF16/AMX, and on GPUs), then
@@ -202,7 +203,7 @@ class NearestTracker:
         else:
             move = float((y - self._y).norm(dim=1).max())
             self.bound += move * float(self.x_norm.max()) * (1 + 1e-5) + 1e-7
-        self._y = y.clone()
+        self._y = y  # callers pass a fresh tensor each step (a normalised copy) and do not modify it
         best, index = self._rescore(None, y)
         stale = (~(best > self.bound)).nonzero().squeeze(1)  # also catches NaN
         if stale.numel():

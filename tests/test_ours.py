@@ -314,6 +314,7 @@ def test_selector_is_deterministic_distinct_and_reports() -> None:
     assert len(info["loss_history"]) == info["steps"] == 4
     assert info["final_loss"] == info["loss_history"][-1]
     assert info["optimisation_s"] >= 0 and info["mapping_s"] >= 0
+    assert 0 < info["rescreened_fraction"] <= 1  # the tracker's share of rows screened per step
 
 
 def _reference_draw(n: int, k: int, seed: int) -> list[int]:
@@ -362,7 +363,8 @@ def test_fps_init_is_farthest_point() -> None:
 
 @pytest.mark.parametrize("kwargs,key", [({"temperature": 0}, "selector.temperature"),
                                         ({"init": "kmeans"}, "selector.init"),
-                                        ({"balance": -1}, "selector.balance")])
+                                        ({"balance": -1}, "selector.balance"),
+                                        ({"screen_candidates": 0}, "selector.screen_candidates")])
 def test_bad_hyperparameters_name_the_key(kwargs: dict, key: str) -> None:
     with pytest.raises(UserError, match=key):
         ParametricSelector(**kwargs)
