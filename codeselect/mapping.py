@@ -1,4 +1,5 @@
-"""Matching samples and centroids by cosine/dot similarity: exact nearest centroid, greedy unique mapping.
+"""Matching samples and centroids by cosine/dot similarity: exact nearest centroid (once, or tracked
+across the steps of an optimisation with bounds that skip most of the work), greedy unique mapping.
 
 Both run the n x k similarity in chunks (never materialised whole) and may screen it with a bf16
 matrix product (about 4x faster than fp32 on CPUs with AVX512-BF16/AMX, and on GPUs), then
@@ -110,6 +111,112 @@ def nearest(x: torch.Tensor, y: torch.Tensor, *, chunk_size: int = 4096, precisi
         values[lo:lo + m] = best
         index[lo:lo + m] = arg
     return values, index
+
+
+class NearestTracker:
+    """The exact nearest y row of every x row (value and index, lowest index on ties), for a y that
+    moves a little between calls (the centroids of successive optimisation steps); x stays fixed.
+
+    Each row keeps `candidates` centroids and an upper bound on the similarity of every other one.
+    A call re-scores the candidates exactly in fp32 (a sampled product, O(n m d)) and raises every
+    bound by the largest centroid move since the last call (|<x, y'> - <x, y>| <= |x| |y' - y|,
+    Hamerly-style). A row whose best candidate beats its bound keeps that winner, exactly; the
+    others are screened again against all k centroids (bf16 or fp32 product, top m+1: the m best
+    become the candidates, the (m+1)-th plus the screen's proven error bound the new bound). A row
+    that even a fresh screen cannot certify (a near-tie reaching past its m-th candidate) is
+    computed densely in fp32 and screened again at the next call. So every call returns what a
+    plain fp32 `nearest` returns, at the cost of re-screening the rows near a boundary.
+    Written here because no library keeps such bounds for a moving maximum-inner-product query.
+    """
+
+    def __init__(self, x: torch.Tensor, *, candidates: int = 16, chunk_size: int = 4096,
+                 precision: str = "auto", x_bf16: torch.Tensor | None = None) -> None:
+        self.x = x.float()
+        self.precision = resolve_precision(precision, x.device)
+        self.x_bf16 = None
+        if self.precision == "bf16":
+            self.x_bf16 = self.x.to(torch.bfloat16) if x_bf16 is None else x_bf16
+        self.m, self.chunk_size = int(candidates), int(chunk_size)
+        self.x_norm = self.x.norm(dim=1)
+        if self.x_bf16 is not None:
+            xb32 = self.x_bf16.float()
+            self.dx_norm = (xb32 - self.x).norm(dim=1)
+            self.xb_norm = xb32.norm(dim=1)
+        self._y: torch.Tensor | None = None
+        self.cand = self.bound = None
+        self.stats: dict[str, int] = {"calls": 0, "rescreened": 0, "dense": 0}
+
+    def _screen(self, rows: torch.Tensor, y: torch.Tensor, m: int) -> None:
+        """Fresh candidates and bounds for `rows` against all of y."""
+        k = y.shape[0]
+        acc = self.x.shape[1] * 2.0 ** -23  # fp32 accumulation of the screen and of the re-score
+        if self.precision == "bf16":
+            yb = y.to(torch.bfloat16)
+            ybt, yb32 = yb.T, yb.float()
+            yb_norm = float(yb32.norm(dim=1).max())
+            dy_norm = float((yb32 - y).norm(dim=1).max())
+        else:
+            ybt = y.T
+            y_norm = float(y.norm(dim=1).max())
+        whole = rows.numel() == self.x.shape[0]
+        for lo in range(0, rows.numel(), self.chunk_size):
+            r = rows[lo:lo + self.chunk_size]
+            src = self.x_bf16 if self.precision == "bf16" else self.x
+            block = src[lo:lo + self.chunk_size] if whole else src.index_select(0, r)
+            screen = block @ ybt
+            if self.precision == "bf16":
+                # as in `nearest`: input rounding of both factors, accumulation, output rounding
+                slack = (self.dx_norm[r] * yb_norm + self.x_norm[r] * dy_norm
+                         + (acc + _U) * self.xb_norm[r] * yb_norm)
+            else:
+                slack = acc * self.x_norm[r] * y_norm
+            if m < k:
+                vals, idx = screen.topk(m + 1, dim=1)
+                self.bound[r] = vals[:, m].float() + slack + 1e-6
+                self.cand[r] = idx[:, :m].sort(dim=1).values
+            else:
+                self.bound[r] = -torch.inf
+                self.cand[r] = torch.arange(k, device=y.device).expand(r.numel(), k)
+
+    def _rescore(self, rows: torch.Tensor | None, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(best candidate similarity, its index) for `rows` (None: all), exact fp32."""
+        cand = self.cand if rows is None else self.cand.index_select(0, rows)
+        x = self.x if rows is None else self.x.index_select(0, rows)
+        count, m = cand.shape
+        pair_rows = torch.arange(count, device=y.device).repeat_interleave(m)
+        vals = pair_dots(x, y, pair_rows, cand.reshape(-1)).view(-1, m)
+        best, arg = vals.max(dim=1)  # the first maximum: candidates are in index order
+        return best, cand.gather(1, arg[:, None]).squeeze(1)
+
+    @torch.no_grad()
+    def __call__(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = y.float()
+        n, k = self.x.shape[0], y.shape[0]
+        m = max(1, min(self.m, k))
+        self.stats["calls"] += 1
+        everything = torch.arange(n, device=y.device)
+        if self._y is None or self._y.shape != y.shape or self.cand.shape[1] != m:
+            self.cand = torch.empty(n, m, dtype=torch.long, device=y.device)
+            self.bound = torch.empty(n, dtype=torch.float32, device=y.device)
+            self._screen(everything, y, m)
+            self.stats["rescreened"] += n
+        else:
+            move = float((y - self._y).norm(dim=1).max())
+            self.bound += move * float(self.x_norm.max()) * (1 + 1e-5) + 1e-7
+        self._y = y  # callers pass a fresh tensor each step (a normalised copy) and do not modify it
+        best, index = self._rescore(None, y)
+        stale = (~(best > self.bound)).nonzero().squeeze(1)  # also catches NaN
+        if stale.numel():
+            self._screen(stale, y, m)
+            self.stats["rescreened"] += stale.numel()
+            best[stale], index[stale] = self._rescore(stale, y)
+            dense = stale[~(best[stale] > self.bound[stale])]
+            if dense.numel():  # near-ties past the m-th candidate: plain fp32, screened again next call
+                self.stats["dense"] += dense.numel()
+                v, i = nearest(self.x.index_select(0, dense), y, precision="fp32", chunk_size=self.chunk_size)
+                best[dense], index[dense] = v, i
+                self.bound[dense] = torch.inf
+        return best, index
 
 
 def _candidates(x: torch.Tensor, y: torch.Tensor, m: int, chunk_size: int,
