@@ -146,7 +146,7 @@ class NgramIndex:
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         for s, r in zip(starts, rows):
             flat[s:s + len(r)] = r
-        if len(flat) < n:
+        if len(flat) < n or len(self.hashes) == 0:
             return out
         h = _hashes(flat, n)
         ok = _valid(flat, n)

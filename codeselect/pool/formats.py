@@ -151,6 +151,7 @@ def _dataset(src: Source) -> Any:
     """A `datasets.Dataset`: a `save_to_disk` folder, local data files, or a hub id (online)."""
     import datasets
 
+    datasets.disable_progress_bars()  # keeps stderr to the one error line; the load is quick
     p = Path(src.path)
     try:
         if p.is_dir() and ((p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file()
