@@ -309,3 +309,12 @@ def test_sigkill_during_encoding_resumes_only_the_unfinished_shards(minilm, repo
     uninterrupted = emb.embed_pool(records, cfg, cache_dir=tmp_path / "straight")
     assert np.array_equal(resumed.numpy(), uninterrupted.numpy())
     assert not list(cache.glob("embeddings/*/shard-*.npy"))  # joined into vectors.npy, shards gone
+
+
+def test_unit_float32_npy_is_memory_mapped_not_copied(tmp_path: Path) -> None:
+    m = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    np.save(tmp_path / "u.npy", m)
+    out = emb.embed_pool(_records(["t"] * 50), {"name": "precomputed", "path": str(tmp_path / "u.npy")},
+                         cache_dir=tmp_path)
+    assert np.array_equal(out.numpy(), m) and not out.numpy().flags.owndata

@@ -29,7 +29,7 @@ def load_precomputed(path: str | Path, ids: Sequence[Any]) -> torch.Tensor:
     n = len(ids)
     if path.suffix == ".npy":
         try:
-            arr = np.load(path, allow_pickle=False)
+            arr = np.load(path, allow_pickle=False, mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise UserError(f"not a readable .npy matrix ({exc})", file=path) from None
         if arr.ndim != 2:
@@ -38,7 +38,11 @@ def load_precomputed(path: str | Path, ids: Sequence[Any]) -> torch.Tensor:
             raise UserError(f"{arr.shape[0]} rows but the pool has {n} records", file=path)
         if not np.issubdtype(arr.dtype, np.number):
             raise UserError(f"expected numbers, got dtype {arr.dtype}", file=path)
-        matrix = torch.from_numpy(arr.astype(np.float32, copy=False))
+        if arr.dtype == np.float32 and _unit_rows(arr, ids, path):
+            # already float32 unit rows: memory-mapped copy-on-write, nothing copied into RAM
+            log.info("embeddings: %d x %d memory-mapped from %s", arr.shape[0], arr.shape[1], path)
+            return torch.from_numpy(np.load(path, allow_pickle=False, mmap_mode="c"))
+        matrix = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     elif path.suffix in (".pt", ".pth"):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -60,6 +64,24 @@ def load_precomputed(path: str | Path, ids: Sequence[Any]) -> torch.Tensor:
         raise UserError(f"all-zero vector for pool id {ids[row]!r} (row {row})", file=path)
     log.info("embeddings: %d x %d loaded from %s", matrix.shape[0], matrix.shape[1], path)
     return normalise_rows(matrix)
+
+
+def _unit_rows(arr: np.ndarray, ids: Sequence[Any], path: Path, chunk: int = 65536) -> bool:
+    """Checks every row (finite, not all-zero) a chunk at a time; True when all have unit norm."""
+    unit = True
+    for s in range(0, arr.shape[0], chunk):
+        block = np.asarray(arr[s:s + chunk], dtype=np.float32)
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            row = s + int(np.nonzero(~finite)[0][0])
+            raise UserError(f"non-finite value (NaN or inf) in the row of pool id {ids[row]!r} "
+                            f"(row {row})", file=path)
+        norms = np.linalg.norm(block, axis=1)
+        if (norms == 0).any():
+            row = s + int(np.nonzero(norms == 0)[0][0])
+            raise UserError(f"all-zero vector for pool id {ids[row]!r} (row {row})", file=path)
+        unit = unit and bool((np.abs(norms - 1) <= 1e-5).all())
+    return unit
 
 
 def _stack_by_id(vectors: Mapping[Any, Any], ids: Sequence[Any], path: Path) -> torch.Tensor:

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -89,22 +90,22 @@ def _valid(ids: np.ndarray, n: int) -> np.ndarray:
     return (z[n:] - z[:-n]) == 0
 
 
-def _has_word(numeric: np.ndarray, n: int) -> np.ndarray:
+def _has_word(word: np.ndarray, n: int) -> np.ndarray:
     """Windows of n tokens holding at least one real word (not a number, not a single character)."""
-    c = np.concatenate([[0], np.cumsum(~numeric)])
+    c = np.concatenate([[0], np.cumsum(word)])
     return (c[n:] - c[:-n]) > 0
 
 
 @dataclass
 class NgramIndex:
-    """Sorted n-gram hashes of the benchmark texts, each with the text it came from."""
+    """Sorted n-gram hashes of the benchmark texts, each with where it starts in `flat`."""
 
     n: int
     vocab: dict[str, int]
     hashes: np.ndarray        # uint64, sorted
+    where: np.ndarray         # int64, window start in `flat` of each hash
     text_of: np.ndarray       # int32, benchmark text of each hash
-    offset_of: np.ndarray     # int32, window start within that text
-    text_ids: list[np.ndarray]
+    flat: np.ndarray          # uint64 word ids of all benchmark texts, a 0 after each
     text_task: list[str]
     text_bench: list[str]
 
@@ -112,40 +113,48 @@ class NgramIndex:
     def build(cls, texts: Iterable[tuple[str, str, str]], n: int) -> "NgramIndex":
         """From (benchmark, task_id, text) triples."""
         vocab: dict[str, int] = {}
-        text_ids, tasks, benches, hs, origin, offs = [], [], [], [], [], []
+        ids: list[int] = []
+        word: list[bool] = []
+        begin: list[int] = []
+        tasks, benches = [], []
         for bench, tid, text in texts:
-            ids = np.fromiter((vocab.setdefault(w, len(vocab) + 1) for w in words(text)), dtype=np.uint64)
-            if len(ids) < n:
+            ws = words(text)
+            if len(ws) < n:
                 continue
-            t = len(text_ids)
-            text_ids.append(ids)
+            begin.append(len(ids))
             tasks.append(tid)
             benches.append(bench)
+            ids.extend(vocab.setdefault(w, len(vocab) + 1) for w in ws)
             # n-grams of numbers and single characters only ("1 2 3 4 ...", the digits of a list
             # of floats, "a b c d ...") turn up in ordinary code by chance: they are not evidence
             # of a copy, so they are not indexed.
-            numeric = np.fromiter((w.isdigit() or len(w) == 1 for w in words(text)), dtype=bool)
-            keep = _has_word(numeric, n)
-            hs.append(_hashes(ids, n)[keep])
-            origin.append(np.full(int(keep.sum()), t, dtype=np.int32))
-            offs.append(np.nonzero(keep)[0].astype(np.int32))
-        if not hs:
+            word.extend(not (w.isdigit() or len(w) == 1) for w in ws)
+            ids.append(0)
+            word.append(False)
+        if not tasks:
             raise UserError(f"no benchmark text has {n} words", key="data.decontamination.ngram")
-        h = np.concatenate(hs)
+        flat = np.array(ids, dtype=np.uint64)
+        keep = _valid(flat, n) & _has_word(np.array(word, dtype=bool), n)
+        where = np.nonzero(keep)[0]
+        h = _hashes(flat, n)[where]
         order = np.argsort(h, kind="stable")
-        return cls(n, vocab, h[order], np.concatenate(origin)[order], np.concatenate(offs)[order],
-                   text_ids, tasks, benches)
+        where = where[order]
+        text_of = (np.searchsorted(np.array(begin), where, side="right") - 1).astype(np.int32)
+        return cls(n, vocab, h[order], where, text_of, flat, tasks, benches)
 
     def scan(self, texts: Sequence[str]) -> list[dict[str, int]]:
         """For each text, {task_id: matched n-grams} (empty when clean)."""
-        n, vocab = self.n, self.vocab
-        rows = [np.fromiter((vocab.get(w, 0) for w in words(t)), dtype=np.uint64) for t in texts]
+        n, get = self.n, self.vocab.get
         out: list[dict[str, int]] = [{} for _ in texts]
-        lengths = np.array([len(r) + 1 for r in rows], dtype=np.int64)
-        flat = np.zeros(int(lengths.sum()) + n, dtype=np.uint64)  # a 0 after every row: no window spans two
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        for s, r in zip(starts, rows):
-            flat[s:s + len(r)] = r
+        ids: list[int] = []
+        begin: list[int] = []
+        for t in texts:  # one flat id list, a 0 after every row: no window spans two rows
+            begin.append(len(ids))
+            ids.extend(map(get, WORD.findall(t.lower()), repeat(0)))
+            ids.append(0)
+        ids.extend([0] * n)
+        flat = np.array(ids, dtype=np.uint64)
+        starts = np.array(begin, dtype=np.int64)
         if len(flat) < n or len(self.hashes) == 0:
             return out
         h = _hashes(flat, n)
@@ -159,10 +168,9 @@ class NgramIndex:
             window = flat[p:p + n]
             j, seen = int(first), set()
             while j < len(self.hashes) and self.hashes[j] == h[p]:
-                t = int(self.text_of[j])
-                o = int(self.offset_of[j])
-                task = self.text_task[t]
-                if task not in seen and np.array_equal(self.text_ids[t][o:o + n], window):
+                task = self.text_task[int(self.text_of[j])]
+                o = int(self.where[j])
+                if task not in seen and np.array_equal(self.flat[o:o + n], window):
                     seen.add(task)
                     out[row][task] = out[row].get(task, 0) + 1
                 j += 1
