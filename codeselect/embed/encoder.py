@@ -81,7 +81,8 @@ def encoder_for(opts: Mapping[str, Any], cache_dir: Path, device: str) -> Any:
     """The configured SentenceTransformer, loaded once per process, truncating at `max_length`."""
     location = model_location(opts, cache_dir)
     try:
-        return load_encoder(location, device, int(opts.get("max_length") or 0), check_dtype(opts))
+        dtype = check_dtype(opts) if device != "cpu" else "float32"  # CPU: autocast at encode time
+        return load_encoder(location, device, int(opts.get("max_length") or 0), dtype)
     except OSError as exc:  # a hub name with no network and no local copy
         hint = opts.get("package") or " ".join(opts.get("zip_parts") or [])
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -90,9 +91,9 @@ def encoder_for(opts: Mapping[str, Any], cache_dir: Path, device: str) -> Any:
                         key="embedding.model") from None
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=2)
 def load_encoder(location: str, device: str, max_length: int = 0, dtype: str = "float32") -> Any:
-    """A SentenceTransformer (the last one is kept, so repeated calls in one process load it once)."""
+    """A SentenceTransformer (the last two are kept, so repeated calls in one process load it once)."""
     from sentence_transformers import SentenceTransformer  # ~8 s import: only when encoding
 
     model = SentenceTransformer(location, device=device)
