@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["minilm", "mpnet"])
-    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--n", type=int, default=512, help="texts per timed call (MiniLM)")
+    ap.add_argument("--n-mpnet", type=int, default=None, help="texts per timed call for mpnet (default: --n)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "encode.md")
     args = ap.parse_args()
@@ -42,10 +43,11 @@ def main() -> None:
 
     pool = REPO.parent / "shared" / "data" / "instruct" / "code-instruct-15k.jsonl.gz"
     texts = [json.loads(ln)["instruction"] for ln in gzip.open(pool, "rt", encoding="utf-8")]
-    texts = random.Random(0).sample(texts, args.n)
+    sample = random.Random(0).sample(texts, max(args.n, args.n_mpnet or 0))
     cache = REPO / ".cache" / "bench_encode"
     rows = []
     for name in args.models:
+        texts = sample[:(args.n_mpnet or args.n) if name == "mpnet" else args.n]
         base = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "embedding" / f"{name}.yaml"))
         base["show_progress"] = False
         variants = {"float32 (default)": base, "bfloat16 autocast": {**base, "dtype": "bfloat16"}}
@@ -67,17 +69,25 @@ def main() -> None:
             cos = (vecs[v] * ref).sum(1)
             rows.append({"model": name, "path": v, "speed": statistics.median(speeds[v]), "all": speeds[v],
                          "cos_min": float(cos.min()), "cos_mean": float(cos.mean()),
-                         "max_len": model.max_seq_length, "tokens": statistics.mean(n_tok), "batch": base["batch_size"]})
+                         "max_len": model.max_seq_length, "tokens": statistics.mean(n_tok), "batch": base["batch_size"],
+                         "n": len(texts)})
+        write(rows, args)
+
+
+def write(rows: list[dict], args: argparse.Namespace) -> None:
+    import torch
+
     lines = ["# Encoding speed on CPU (`benchmarks/bench_encode.py`)", "",
-             f"{args.n} real instructions (seeded sample of the 15K pool), {args.rounds} interleaved rounds, medians. "
+             f"Real instructions (a seeded sample of the 15K pool; `n` per timed call), {args.rounds} interleaved "
+             "rounds, medians. "
              f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
              f"torch {torch.__version__}; the machine is shared with other jobs, so absolute numbers are noisy, "
              "ratios within a round less so.", "",
-             "| model | path | texts/s (median) | rounds | speed-up | min cosine to default | mean cosine | "
-             "truncation | mean tokens | batch |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "| model | path | n | texts/s (median) | rounds | speed-up | min cosine to default | mean cosine | "
+             "truncation | mean tokens | batch |", "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         base_speed = next(x["speed"] for x in rows if x["model"] == r["model"] and x["path"].startswith("float32"))
-        lines.append(f"| {r['model']} | {r['path']} | {r['speed']:.1f} | {', '.join(f'{s:.0f}' for s in r['all'])} | "
+        lines.append(f"| {r['model']} | {r['path']} | {r['n']} | {r['speed']:.1f} | {', '.join(f'{s:.1f}' for s in r['all'])} | "
                      f"{r['speed'] / base_speed:.2f}x | {r['cos_min']:.6f} | {r['cos_mean']:.6f} | {r['max_len']} | "
                      f"{r['tokens']:.0f} | {r['batch']} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)

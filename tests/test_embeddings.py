@@ -318,3 +318,11 @@ def test_unit_float32_npy_is_memory_mapped_not_copied(tmp_path: Path) -> None:
     out = emb.embed_pool(_records(["t"] * 50), {"name": "precomputed", "path": str(tmp_path / "u.npy")},
                          cache_dir=tmp_path)
     assert np.array_equal(out.numpy(), m) and not out.numpy().flags.owndata
+
+
+@pytest.mark.slow
+def test_multi_process_pool_gives_the_single_process_vectors(minilm, minilm_vectors: torch.Tensor,
+                                                             tmp_path: Path) -> None:
+    opts = {**OmegaConf.to_container(minilm), "devices": ["cpu", "cpu"], "shard_size": 4}
+    out = emb.embed_pool(_records(TEXTS), opts, cache_dir=tmp_path)
+    assert float((out * minilm_vectors).sum(1).min()) > 0.99999

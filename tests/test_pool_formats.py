@@ -241,3 +241,11 @@ def test_select_py_exits_2_with_one_line_for_bad_files(make, tmp_path: Path) -> 
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), out.stderr
     assert not (tmp_path / "run").exists() or not list((tmp_path / "run").glob("*-sn1*"))
+
+
+def test_hub_id_offline_is_one_line_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"^no-such-user-xyz/no-such-set: datasets cannot load it") as exc:
+        open_pool("no-such-user-xyz/no-such-set")
+    assert "\n" not in str(exc.value)
