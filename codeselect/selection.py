@@ -6,25 +6,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codeselect.data import load_pool, pool_hash, selection_filename, write_json, write_jsonl
 from codeselect.errors import UserError
+from codeselect.pool import open_pool, selection_path, size_tag, write_json, write_rows
 
 log = logging.getLogger(__name__)
 
 
-def resolve_pool_path(data_cfg: Any, cache_dir: Path) -> Path:
-    """The pool file to read: `data.path` when given, else the embedded stdlib pool (built once)."""
+def resolve_pool_path(data_cfg: Any, cache_dir: Path) -> str:
+    """The pool to read (file, folder or hub id): `data.path` when given, else the embedded stdlib
+    pool (built once)."""
     if data_cfg.get("path"):
-        return Path(str(data_cfg.path)).expanduser()
+        return str(data_cfg.path)
     source = data_cfg.get("source", "stdlib")
     if source == "stdlib":
         from codeselect.stdlib_pool import build_stdlib_pool
 
-        return build_stdlib_pool(cache_dir / "pools", min_pairs=int(data_cfg.get("min_pairs", 10000)))
+        return str(build_stdlib_pool(cache_dir / "pools", min_pairs=int(data_cfg.get("min_pairs", 10000))))
     raise UserError("no pool given: set data.path=FILE", key="data.path")
 
 
-def check_sample_num(sample_num: Any, pool_size: int, pool_path: Path) -> int:
+def check_sample_num(sample_num: Any, pool_size: int, pool_path: Any) -> int:
     """sample_num must be an integer in [1, pool size]."""
     if isinstance(sample_num, bool) or not isinstance(sample_num, int):
         raise UserError(f"must be an integer, got {sample_num!r}", key="sample_num")
@@ -34,14 +35,6 @@ def check_sample_num(sample_num: Any, pool_size: int, pool_path: Path) -> int:
         raise UserError(f"{sample_num} is larger than the pool ({pool_size} records in {pool_path})",
                         key="sample_num")
     return sample_num
-
-
-def with_scores(record: dict[str, Any], index: int, scores: dict[str, Any]) -> dict[str, Any]:
-    """The record as written: every input key, plus the score keys a selector adds (ifd / ppl add
-    theirs, as the reference's scripts do)."""
-    if not scores:
-        return record
-    return {**record, **{key: float(values[index]) for key, values in scores.items()}}
 
 
 def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
@@ -57,23 +50,34 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     device = resolve_device(str(cfg.get("device", "auto")))
 
     pool_path = resolve_pool_path(cfg.data, cache_dir)
-    records = load_pool(pool_path)
-    k = check_sample_num(cfg.sample_num, len(records), pool_path)
-    selector = instantiate(cfg.selector, _convert_="all")
-    log.info("pool %s: %d records; selecting %d with %s", pool_path, len(records), k, selector.name)
-
-    from codeselect.embeddings import embed_pool
+    t0 = time.perf_counter()
+    full = open_pool(pool_path, cfg.data.get("fields"), str(cfg.data.get("split", "train")))
+    load_s = time.perf_counter() - t0
+    from codeselect.pool.clean import clean_pool, flag_selected
 
     t0 = time.perf_counter()
-    embeddings = embed_pool(records, cfg.embedding, cache_dir=cache_dir, device=device)
+    keep, cleaning = clean_pool(full, cfg.data)
+    clean_s = time.perf_counter() - t0
+    pool = full if keep is None else full.subset(keep)
+    k = check_sample_num(cfg.sample_num, len(pool), pool_path)
+    selector = instantiate(cfg.selector, _convert_="all")
+    log.info("pool %s: %d records%s; selecting %d with %s", pool_path, len(pool),
+             f" ({len(full) - len(pool)} removed)" if keep is not None else "", k, selector.name)
+
+    from codeselect.embed import embed_pool
+
+    t0 = time.perf_counter()
+    embeddings = embed_pool(full, cfg.embedding, cache_dir=cache_dir, device=device)
+    if keep is not None:
+        embeddings = embeddings[torch_index(keep)]
     embed_s = time.perf_counter() - t0
 
-    ctx = SelectionContext(records=records, embeddings=embeddings, seed=int(cfg.seed),
-                           cache_dir=cache_dir, pool_hash=pool_hash(records), device=device)
+    ctx = SelectionContext(records=pool.records, embeddings=embeddings, seed=int(cfg.seed),
+                           cache_dir=cache_dir, pool_hash=pool.hash(), device=device)
     t0 = time.perf_counter()
     indices = [int(i) for i in selector.select(ctx, k)]
     select_s = time.perf_counter() - t0
-    if len(indices) != k or len(set(indices)) != k or not all(0 <= i < len(records) for i in indices):
+    if len(indices) != k or len(set(indices)) != k or not all(0 <= i < len(pool) for i in indices):
         raise RuntimeError(f"selector {selector.name} returned {len(indices)} indices "
                            f"({len(set(indices))} distinct) for k={k}")
 
@@ -84,28 +88,36 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
                              mmd_sample=int(cfg.get("metrics", {}).get("mmd_sample", 20000)))
     metrics_s = time.perf_counter() - t0
 
-    out_file = run_dir / selection_filename(pool_path, k)
-    write_jsonl(out_file, [with_scores(records[i], i, ctx.record_scores) for i in indices])
+    out_file = selection_path(pool.source, run_dir, size_tag(k))
+    # ifd / ppl records gain their score key, as the reference's scripts write them
+    scores = {key: [float(values[i]) for i in indices] for key, values in ctx.record_scores.items()}
+    write_rows(pool.source, [int(pool.rows[i]) for i in indices], out_file, extra=scores)
+    selected_ids = [str(pool.ids[i].as_py()) for i in indices]
+    flag_selected(cleaning, selected_ids)
     plot_file = None
     if cfg.get("plot", True):
         from codeselect.plots import plot_selection
 
         plot_file = plot_selection(embeddings.float().cpu().numpy(), indices, run_dir / "selection.png",
-                                   title=f"{selector.name}, {k:,} of {len(records):,}", seed=int(cfg.seed))
-    timings = {"embed_s": round(embed_s, 3), "select_s": round(select_s, 3),
+                                   title=f"{selector.name}, {k:,} of {len(pool):,}", seed=int(cfg.seed))
+    timings = {"load_s": round(load_s, 3), "clean_s": round(clean_s, 3), "embed_s": round(embed_s, 3), "select_s": round(select_s, 3),
                "metrics_s": round(metrics_s, 3), "total_s": round(time.perf_counter() - t_start, 3)}
     manifest = {
         "selector": selector.name,
         "sample_num": k,
-        "pool_size": len(records),
+        "pool_size": len(pool),
         "pool_path": str(pool_path),
+        "pool_format": pool.source.kind,
+        "pool_rows": len(full),
+        "synthetic_ids": pool.synthetic_ids,
         "pool_hash": ctx.pool_hash,
         "embedding_dim": int(embeddings.shape[1]),
         "output_file": out_file.name,
-        "selected_ids": [str(records[i]["id"]) for i in indices],
+        "selected_ids": selected_ids,
         "timings": timings,
         "metrics": metrics,
         "selector_info": ctx.info,
+        **cleaning,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     write_json(run_dir / "selection.json", manifest)
@@ -117,12 +129,20 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     for step, loss in enumerate(ctx.info.get("loss_history", [])):
         tracker.log({"selector/loss": loss}, step=step)
     tracker.summary({"metrics": metrics, "timings": timings, "sample_num": k,
-                     "pool_size": len(records), "selector": selector.name})
+                     "pool_size": len(pool), "selector": selector.name,
+                     "contaminated_selected": len(cleaning["decontamination"].get("selected_flagged", []))})
     if plot_file is not None:
         tracker.log_image("selection", plot_file)
     tracker.finish()
 
-    print(f"selected {k} of {len(records)} records with {selector.name} in {timings['total_s']:.1f} s")
+    print(f"selected {k} of {len(pool)} records with {selector.name} in {timings['total_s']:.1f} s")
     print(f"  records:  {out_file}")
     print(f"  manifest: {run_dir / 'selection.json'}")
     return manifest
+
+
+def torch_index(positions: Any) -> Any:
+    """A torch index tensor from numpy positions."""
+    import torch
+
+    return torch.as_tensor(positions, dtype=torch.long)
