@@ -1,0 +1,387 @@
+"""The sandbox's trusted supervisor: builds a minimal root, then runs jobs one process at a time.
+
+Started by the host (`sandbox.sandbox_command`) as `python -I jail.py SPEC`, stdlib-only and
+imported by path. In `namespaces` (root) and `userns` modes it is PID 1 of fresh mount, PID,
+network, IPC and UTS namespaces (made by `unshare`) and first builds the root the jobs see:
+
+- a tmpfs holding only read-only binds of the interpreter (`/usr`, the Python prefix), the
+  environment (the venv, with the benchmark data that ships inside packages hidden under empty
+  read-only mounts) and this folder (`/codeselect`: our evaluation modules, no data);
+- `/dev` with null, zero, full, random and urandom; `/proc` of the new PID namespace with
+  `hidepid=2` (a job sees its own processes only); the root then remounted read-only.
+  `pivot_root` drops the host tree: no home, no benchmark file, no caches, no sockets.
+
+Then it serves jobs (JSON lines on stdin from the host, one result line each on stdout). Every
+run of a job (base tests, plus tests) is a fresh process: a new tmpfs on /tmp owned by a uid no
+other run uses, rlimits, no capabilities, no_new_privs, the seccomp filter (`seccomp.py`), and
+`python -I -S -B worker.py` from the read-only `/`. This process measures each answer against
+its own clock: the next input is sent only after the previous answer arrived, each answer has
+its time limit and the run a total deadline; past either, every process of the run is killed.
+When a run ends, for whatever reason, everything it started is killed and its tmpfs unmounted.
+Answers are relayed to the host as they came, byte-capped and unparsed: the host compares.
+In `rlimits` mode (no namespaces, asked for by name) the host tree stays visible and runs get a
+temp folder instead of a tmpfs; the uid drop, rlimits and seccomp filter still apply.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import seccomp  # noqa: E402
+
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
+_MNT_DETACH = 2
+_PR_SET_DUMPABLE, _PR_CAPBSET_DROP = 4, 24
+NEW_ROOT = "/tmp/.codeselect-root"
+PKG = "/codeselect"
+DEVICES = ("null", "zero", "full", "random", "urandom")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _mount(src: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    enc = (lambda s: s.encode() if s is not None else None)
+    if _libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {src} -> {target}: {os.strerror(err)}")
+
+
+def _umount(target: str) -> None:
+    _libc.umount2(target.encode(), _MNT_DETACH)
+
+
+def _kept_flags(path: str) -> int:
+    """Mount flags of `path` that a read-only remount of its bind must keep (statvfs bits)."""
+    f = os.statvfs(path).f_flag
+    return (f & (_MS_NOSUID | _MS_NODEV | _MS_NOEXEC | 1024 | 2048)) | ((1 << 21) if f & 4096 else 0)
+
+
+def _bind(src_fd: int, src: str, target: str, is_dir: bool) -> None:
+    if is_dir:
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        open(target, "a").close()
+    _mount(f"/proc/self/fd/{src_fd}", target, None, _MS_BIND | _MS_REC)
+    _mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _kept_flags(src))
+
+
+def build_root(spec: dict) -> None:
+    """Mount the minimal root and pivot into it (namespaces / userns modes)."""
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    binds: list[tuple[str, str]] = [(p, p) for p in spec["binds"]]
+    binds.append((spec["pkg"], PKG))
+    devs = [(f"/dev/{d}", f"/dev/{d}") for d in DEVICES if os.path.exists(f"/dev/{d}")]
+    held = [(os.open(src, os.O_PATH), src, dst) for src, dst in binds + devs]  # before /tmp is covered
+    _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=700")
+    os.mkdir(NEW_ROOT)
+    _mount("tmpfs", NEW_ROOT, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=4m,mode=755")
+    root = NEW_ROOT
+    for name in ("bin", "lib", "lib64", "lib32", "libx32", "sbin"):
+        host = f"/{name}"
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), f"{root}{host}")
+        elif os.path.isdir(host):
+            held.append((os.open(host, os.O_PATH), host, host))
+    for fd, src, dst in held:
+        _bind(fd, src, root + dst, os.path.isdir(src))
+        os.close(fd)
+    for hidden in spec.get("hide", []):
+        if os.path.isdir(root + hidden):
+            _mount("tmpfs", root + hidden, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_RDONLY, "size=4k")
+        elif os.path.exists(root + hidden):
+            _mount("/dev/null" if os.path.exists("/dev/null") else "tmpfs", root + hidden, None,
+                   _MS_BIND)
+    os.symlink("/tmp", f"{root}/dev/shm")  # POSIX semaphores land in the run's own tmpfs
+    for d in ("tmp", "proc", ".old"):
+        os.makedirs(f"{root}/{d}", exist_ok=True)
+    try:
+        _mount("proc", f"{root}/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "hidepid=2")
+    except OSError:
+        _mount("proc", f"{root}/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    if _libc.syscall(155, root.encode(), f"{root}/.old".encode()) != 0:  # pivot_root
+        err = ctypes.get_errno()
+        raise OSError(err, f"pivot_root: {os.strerror(err)}")
+    os.chdir("/")
+    _umount("/.old")
+    os.rmdir("/.old")
+    _mount(None, "/", None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+    if _writable("/"):
+        raise OSError("the sandbox root is still writable")
+
+
+def _writable(d: str) -> bool:
+    try:
+        fd = os.open(os.path.join(d, f".probe-{os.getpid()}"), os.O_CREAT | os.O_WRONLY, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(os.path.join(d, f".probe-{os.getpid()}"))
+    return True
+
+
+# ----------------------------------------------------------------------------------- one run
+class Supervisor:
+    """Runs the host's jobs inside the sandbox, one process per run."""
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+        self.mode: str = spec["mode"]
+        self.limits: dict = spec["limits"]
+        self.uid_base: int = spec["uid_base"]
+        self.drop = os.geteuid() == 0 and self.mode != "userns" and not spec.get("keep_uid")
+        self.runs = 0
+        self.python: str = spec["python"]
+        self.worker = (PKG if self.mode != "rlimits" else spec["pkg"]) + "/worker.py"
+        self.cap = int(spec["output_bytes"])
+
+    # -- per-run resources
+    def _fresh_tmp(self, uid: int) -> str:
+        mb = int(self.limits["tmpfs_mb"])
+        if self.mode == "rlimits":
+            import tempfile
+
+            d = tempfile.mkdtemp(prefix="codeselect-run-")
+            os.chown(d, uid, uid)
+            return d
+        owner = f",uid={uid},gid={uid}" if self.drop else ""
+        _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={mb}m,mode=700{owner}")
+        return "/tmp"
+
+    def _drop_tmp(self, d: str) -> None:
+        if self.mode == "rlimits":
+            import shutil
+
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            _umount("/tmp")
+
+    def _kill_all(self, pid: int, uid: int) -> None:
+        """Kill every process the run started and reap it."""
+        if self.mode != "rlimits":  # PID 1 of our namespace: kill(-1) reaches exactly the jobs
+            while True:
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    os.waitpid(-1, 0)
+                except ChildProcessError:
+                    return
+        if self.drop:  # every process of the run's uid, from a helper of that uid
+            helper = os.fork()
+            if helper == 0:
+                try:
+                    os.setuid(uid)
+                    for _ in range(5):
+                        try:
+                            os.kill(-1, signal.SIGKILL)
+                        except ProcessLookupError:
+                            break
+                        time.sleep(0.01)
+                finally:
+                    os._exit(0)
+            os.waitpid(helper, 0)
+        else:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+    def _child(self, uid: int, tmp: str, r_in: int, w_out: int) -> None:
+        """In the forked child: lock down, then exec the worker (never returns)."""
+        try:
+            import resource
+
+            import fcntl
+
+            os.setsid()
+            hi_in, hi_out = (fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (r_in, w_out))
+            os.dup2(hi_in, 3)
+            os.dup2(hi_out, 4)
+            for fd in (3, 4):
+                os.set_inheritable(fd, True)
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1) if self.spec.get("debug") else (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(5, 1 << 16)
+            lim = self.limits
+            mem = int(lim["memory_mb"]) << 20
+            for res, v in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_DATA, mem),
+                           (resource.RLIMIT_STACK, mem), (resource.RLIMIT_CPU, int(lim["cpu_s"])),
+                           (resource.RLIMIT_NPROC, int(lim["nproc"])),
+                           (resource.RLIMIT_FSIZE, int(lim["fsize_mb"]) << 20),
+                           (resource.RLIMIT_NOFILE, int(lim["nofile"])),
+                           (resource.RLIMIT_CORE, 0)):
+                resource.setrlimit(res, (v, v))
+            for cap in range(64):  # no capability survives the exec, whatever the uid
+                if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                    break
+            if self.drop:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            seccomp.install()
+            os.chdir("/" if self.mode != "rlimits" else tmp)
+            env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8",
+                   "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            os.execve(self.python, [self.python, "-I", "-S", "-B", self.worker], env)
+        except BaseException as exc:  # the sandbox is broken, not the code: say so to the host
+            with open(4, "wb", closefd=False) as fh:
+                fh.write(f"J {type(exc).__name__}: {exc}"[:300].encode(errors="replace") + b"\n")
+        finally:
+            os._exit(127)
+
+    def run(self, setup: dict, inputs: list[str], limits: list[float], total: float) -> dict:
+        """One fresh process: send setup, then each input after the previous answer."""
+        uid = self.uid_base + self.runs % 1000
+        self.runs += 1
+        started = time.monotonic()
+        end_at = started + total
+        tmp = self._fresh_tmp(uid)
+        r_in, w_in = os.pipe()
+        r_out, w_out = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            self._child(uid, tmp, r_in, w_out)
+        os.close(r_in)
+        os.close(w_out)
+        os.set_blocking(w_in, False)
+        os.set_blocking(r_out, False)
+        io = _Pipes(w_in, r_out, self.cap)
+        outputs: list[str] = []
+        end, detail = "done", ""
+        try:
+            setup_line = json.dumps({**setup, "site": self.spec["site"]}) + "\n"
+            got = io.send(setup_line.encode(), end_at) and io.recv(end_at)
+            if got is None or got is False:
+                end, detail = ("timeout" if time.monotonic() >= end_at else "died"), "loading"
+            elif got.startswith(b"J"):
+                end, detail = "jail_error", got[2:302].decode(errors="replace")
+            elif got.startswith(b"L"):
+                end, detail = "load_error", got[2:102].decode(errors="replace")
+            elif got != b"R":
+                end, detail = "protocol", "no ready line"
+            else:
+                for inp, limit in zip(inputs, limits):
+                    t0 = time.monotonic()
+                    deadline = min(t0 + limit, end_at)
+                    got = io.send(inp.encode() + b"\n", deadline) and io.recv(deadline)
+                    if got is None or got is False:
+                        now = time.monotonic()
+                        if now >= end_at:
+                            end = "timeout"
+                        elif now >= deadline:
+                            end = "overrun"
+                        else:
+                            end = "died"
+                        break
+                    if got[:2] in (b"O ", b"N "):
+                        outputs.append(got.decode("utf-8", "replace"))
+                    elif got.startswith(b"E "):
+                        end, detail = "exception", got[2:102].decode(errors="replace")
+                        break
+                    else:
+                        end, detail = "protocol", "unexpected answer"
+                        break
+                    if io.total > self.cap:
+                        end = "too_large"
+                        break
+            if io.overflow:
+                end = "too_large"
+        finally:
+            for fd in (w_in, r_out):
+                os.close(fd)
+            self._kill_all(pid, uid)
+            self._drop_tmp(tmp)
+        return {"end": end, "detail": detail, "outputs": outputs,
+                "elapsed": round(time.monotonic() - started, 4)}
+
+
+class _Pipes:
+    """Non-blocking line I/O with deadlines and a byte cap (the job may never read or write)."""
+
+    def __init__(self, w: int, r: int, cap: int) -> None:
+        self.w, self.r, self.cap = w, r, cap
+        self.buf = b""
+        self.total = 0
+        self.overflow = False
+
+    def send(self, data: bytes, deadline: float) -> bool | None:
+        view = memoryview(data)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            _, ready, _ = select.select([], [self.w], [], left)
+            if not ready:
+                return None
+            try:
+                view = view[os.write(self.w, view):]
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, OSError):
+                return False
+        return True
+
+    def recv(self, deadline: float) -> bytes | None | bool:
+        while True:
+            nl = self.buf.find(b"\n")
+            if nl >= 0:
+                line, self.buf = self.buf[:nl], self.buf[nl + 1:]
+                return line
+            if len(self.buf) > self.cap:
+                self.overflow = True
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self.r], [], [], left)
+            if not ready:
+                return None
+            try:
+                chunk = os.read(self.r, 1 << 20)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return False
+            self.total += len(chunk)
+            self.buf += chunk
+
+
+def serve(spec: dict) -> None:
+    """Answer the host's jobs until stdin closes."""
+    sup = Supervisor(spec)
+    out = sys.stdout
+    for raw in sys.stdin.buffer:
+        job = json.loads(raw)
+        runs = [dict(name=r["name"], **sup.run(job["setup"], r["inputs"], r["limits"], r["total"]))
+                for r in job["runs"]]
+        out.write(json.dumps({"key": job["key"], "runs": runs}) + "\n")
+        out.flush()
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if spec["mode"] in ("namespaces", "userns"):
+        build_root(spec)
+    _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # no /proc/<pid>/mem or ptrace into the supervisor
+    print("ready", flush=True)
+    serve(spec)
+
+
+if __name__ == "__main__":
+    main()
