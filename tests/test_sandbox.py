@@ -231,6 +231,8 @@ def test_host_sockets_files_and_processes_out_of_reach(humaneval, cache_dir, tmp
                           f"s.connect(b'\\0codeselect-test-{os.getpid()}'); ok = True"),
         "netlink": "s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0); ok = True",
         "socketpair": "a, b = socket.socketpair(); ok = True",
+        "vsock_to_vm_host": "s = socket.socket(40, socket.SOCK_STREAM); ok = True",
+        "kernel_crypto_socket": "s = socket.socket(38, socket.SOCK_SEQPACKET); ok = True",
         "tcp_host": f"socket.create_connection(('127.0.0.1', {tcp.getsockname()[1]}), timeout=1); ok = True",
         "new_user_namespace": "ok = ctypes.CDLL(None).unshare(0x10000000) == 0",
         "new_mount_namespace": "ok = ctypes.CDLL(None).unshare(0x00020000) == 0",

@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from codeselect.evaluation.sandbox import (Limits, Sandbox, SandboxError, check_sandbox,
                                            lease_slots)
@@ -28,19 +28,29 @@ def job_deadline(job: dict[str, Any]) -> float:
     return JOB_MARGIN_S + sum(r["total"] + RUN_MARGIN_S for r in job["runs"])
 
 
-def _run_one(sb: Sandbox, job: dict[str, Any]) -> dict[str, Any]:
-    res = sb.submit(job, job_deadline(job))
+class Collector(Protocol):
+    """Follows one attempt at a job: sees each answer, then the run summaries."""
+
+    def answer(self, run: int, line: bytes) -> bool: ...
+    def done(self, result: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def _run_one(sb: Sandbox, job: dict[str, Any], collector: Collector | None) -> dict[str, Any]:
+    res = sb.submit(job, job_deadline(job), collector.answer if collector else None)
     broken = [r for r in res["runs"] if r["end"] == "jail_error"]
     if broken:
         sb.close()
         raise SandboxError(f"sandbox {sb.slot} could not start a run: {broken[0]['detail']}")
-    return res
+    return collector.done(res) if collector else res
 
 
 def execute_jobs(jobs: list[dict[str, Any]], *, workers: int, limits: Limits = Limits(),
-                 mode: str = "auto", progress: Callable[[int], None] | None = None
+                 mode: str = "auto", progress: Callable[[int], None] | None = None,
+                 collect: Callable[[dict[str, Any]], Collector] | None = None
                  ) -> dict[str, dict[str, Any]]:
-    """Run every job; return key -> the sandbox's result (`runs`) or `sandbox_error`."""
+    """Run every job; return key -> the sandbox's result or `{"sandbox_error": True}`. With
+    `collect`, each attempt at a job gets a fresh collector (`collect(job)`), which sees every
+    answer as it arrives and makes the result (`done`); without, runs keep their `outputs`."""
     workers = max(1, min(workers, len(jobs) or 1))
     mode = check_sandbox(mode, limits)  # a sandbox that cannot start is an error, not failed tasks
     todo: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -63,7 +73,7 @@ def execute_jobs(jobs: list[dict[str, Any]], *, workers: int, limits: Limits = L
                     try:
                         if sb is None or sb.proc.poll() is not None:
                             sb = Sandbox(mode, slot, limits)
-                        res = _run_one(sb, job)
+                        res = _run_one(sb, job, collect(job) if collect else None)
                         break
                     except SandboxError as exc:
                         log.warning("%s (attempt %d for %s)", exc, attempt, job["key"])

@@ -9,6 +9,9 @@ expected outputs, decides. Rules, per input in order, as evalplus 0.3.1's `unsaf
   own oracles' values, the set-equality tasks compare `set(out) == set(exp)`, the not-None tasks
   compare a bool answer with `==` and any other with `exp == (out is not None)`;
 - HumanEval `find_zero` (HumanEval/32): `|poly(xs, out)| <= atol`, with the trusted copy of xs;
+  evalplus 0.3.1 skips its progress counter on that branch, so the check ends with fewer counted
+  inputs than it has and is `fail` even when every answer is a zero: kept (every published
+  result has HumanEval/32 failed), see `EVALPLUS_FIND_ZERO_NEVER_PASSES`;
 - otherwise a float expectation (or list/tuple of floats) gets atol 1e-6 when the task has none
   (and, as in evalplus, keeps it for the task's later inputs); without an exact match and with a
   tolerance, same type, same length and `np.allclose(out, exp, rtol=1e-7, atol)`.
@@ -23,6 +26,7 @@ from typing import Any
 from codeselect.evaluation.wire import Opaque, WireError, decode
 
 FAIL_ENDS = ("exception", "load_error", "overrun", "too_large", "protocol")
+EVALPLUS_FIND_ZERO_NEVER_PASSES = True  # evalplus 0.3.1's result for HumanEval/32, reproduced
 
 
 class _NotNone:
@@ -82,24 +86,56 @@ def _matches(dataset: str, entry_point: str, out: Any, exp: Any, inp: list, atol
     return bool(exact), atol
 
 
-def grade_run(dataset: str, entry_point: str, inputs: list, expected: list, atol: float,
-              run: dict[str, Any]) -> tuple[str, list[bool]]:
-    """evalplus's (status, per-input details) for one sandboxed run of one test set."""
-    details: list[bool] = []
-    for i, line in enumerate(run["outputs"][: len(inputs)]):
+class RunGrader:
+    """Grades one run answer by answer, as they arrive (nothing but the current answer is kept):
+    `answer` says whether the run should go on, `result` gives evalplus's (status, details)."""
+
+    def __init__(self, dataset: str, entry_point: str, inputs: list, expected: list,
+                 atol: float) -> None:
+        self.dataset, self.entry_point = dataset, entry_point
+        self.inputs, self.expected, self.atol = inputs, expected, atol
+        self.find_zero = dataset == "humaneval" and entry_point == "find_zero"
+        self.details: list[bool] = []
+        self.seen = 0
+        self.failed = False
+
+    def answer(self, line: str | bytes) -> bool:
+        if isinstance(line, bytes):
+            line = line.decode("utf-8", "replace")
+        i = self.seen
+        if self.failed or i >= len(self.inputs):
+            self.failed = True
+            return False
+        self.seen += 1
         try:
-            ok, atol = _matches(dataset, entry_point, parse_answer(line), expected[i], inputs[i],
-                                atol)
+            ok, self.atol = _matches(self.dataset, self.entry_point, parse_answer(line),
+                                     self.expected[i], self.inputs[i], self.atol)
         except Exception:  # e.g. set() of an unhashable answer, allclose of a string
             ok = False
-        details.append(ok)
-        if not ok:
+        if not (ok and self.find_zero and EVALPLUS_FIND_ZERO_NEVER_PASSES):
+            self.details.append(ok)  # evalplus does not count a passing find_zero input
+        self.failed = not ok
+        return ok
+
+    def result(self, end: str) -> tuple[str, list[bool]]:
+        """(status, details) once the run ended with `end` (the supervisor's summary)."""
+        details = self.details
+        if self.failed:
             return "fail", details
-    end = run["end"]
-    if end == "done" and len(details) == len(inputs):
-        return "pass", details
-    if end == "load_error":
-        return "fail", details
-    if end in FAIL_ENDS or end == "done":  # done with too few answers cannot happen honestly
-        return "fail", details + [False]
-    return "timeout", details
+        if end == "done" and self.seen == len(self.inputs):
+            return ("fail" if self.find_zero and EVALPLUS_FIND_ZERO_NEVER_PASSES else "pass"), details
+        if end == "load_error":
+            return "fail", details
+        if end in FAIL_ENDS or end in ("done", "stopped"):
+            return "fail", details + [False]
+        return "timeout", details
+
+
+def grade_run(dataset: str, entry_point: str, inputs: list, expected: list, atol: float,
+              run: dict[str, Any]) -> tuple[str, list[bool]]:
+    """evalplus's (status, per-input details) for a finished run with its `outputs` kept."""
+    g = RunGrader(dataset, entry_point, inputs, expected, atol)
+    for line in run["outputs"]:
+        if not g.answer(line):
+            break
+    return g.result(run["end"])

@@ -18,7 +18,8 @@ other run uses, rlimits, no capabilities, no_new_privs, the seccomp filter (`sec
 its own clock: the next input is sent only after the previous answer arrived, each answer has
 its time limit and the run a total deadline; past either, every process of the run is killed.
 When a run ends, for whatever reason, everything it started is killed and its tmpfs unmounted.
-Answers are relayed to the host as they came, byte-capped and unparsed: the host compares.
+Answers are relayed to the host one by one as they came, byte-capped and unparsed: the host
+compares each, and stops the run at the first wrong one (evalplus's fast check).
 In `rlimits` mode (no namespaces, asked for by name) the host tree stays visible and runs get a
 temp folder instead of a tmpfs; the uid drop, rlimits and seccomp filter still apply.
 """
@@ -244,8 +245,10 @@ class Supervisor:
         finally:
             os._exit(127)
 
-    def run(self, setup: dict, inputs: list[str], limits: list[float], total: float) -> dict:
-        """One fresh process: send setup, then each input after the previous answer."""
+    def run(self, setup: dict, inputs: list[str], limits: list[float], total: float,
+            relay) -> dict:
+        """One fresh process: send setup, then each input after the previous answer. Each
+        answer goes to `relay`, which says whether to go on (the host stops at a wrong one)."""
         uid = self.uid_base + self.runs % 1000
         self.runs += 1
         started = time.monotonic()
@@ -261,7 +264,7 @@ class Supervisor:
         os.set_blocking(w_in, False)
         os.set_blocking(r_out, False)
         io = _Pipes(w_in, r_out, self.cap)
-        outputs: list[str] = []
+        answered = 0
         end, detail = "done", ""
         try:
             setup_line = json.dumps({**setup, "site": self.spec["site"]}) + "\n"
@@ -289,15 +292,15 @@ class Supervisor:
                             end = "died"
                         break
                     if got[:2] in (b"O ", b"N "):
-                        outputs.append(got.decode("utf-8", "replace"))
+                        answered += 1
+                        if not relay(got):
+                            end = "stopped"
+                            break
                     elif got.startswith(b"E "):
                         end, detail = "exception", got[2:102].decode(errors="replace")
                         break
                     else:
                         end, detail = "protocol", "unexpected answer"
-                        break
-                    if io.total > self.cap:
-                        end = "too_large"
                         break
             if io.overflow:
                 end = "too_large"
@@ -306,7 +309,7 @@ class Supervisor:
                 os.close(fd)
             self._kill_all(pid, uid)
             self._drop_tmp(tmp)
-        return {"end": end, "detail": detail, "outputs": outputs,
+        return {"end": end, "detail": detail, "answered": answered,
                 "elapsed": round(time.monotonic() - started, 4)}
 
 
@@ -315,9 +318,17 @@ class _Pipes:
 
     def __init__(self, w: int, r: int, cap: int) -> None:
         self.w, self.r, self.cap = w, r, cap
-        self.buf = b""
+        self.buf = bytearray()
+        self.scanned = 0  # bytes of buf known to hold no newline
         self.total = 0
         self.overflow = False
+        for fd in (w, r):  # large answers in fewer reads (F_SETPIPE_SZ; best effort)
+            try:
+                import fcntl
+
+                fcntl.fcntl(fd, 1031, 1 << 20)
+            except OSError:
+                pass
 
     def send(self, data: bytes, deadline: float) -> bool | None:
         view = memoryview(data)
@@ -332,16 +343,19 @@ class _Pipes:
                 view = view[os.write(self.w, view):]
             except BlockingIOError:
                 continue
-            except (BrokenPipeError, OSError):
+            except OSError:  # the job closed its end
                 return False
         return True
 
     def recv(self, deadline: float) -> bytes | None | bool:
         while True:
-            nl = self.buf.find(b"\n")
+            nl = self.buf.find(b"\n", self.scanned)
             if nl >= 0:
-                line, self.buf = self.buf[:nl], self.buf[nl + 1:]
+                line = bytes(self.buf[:nl])
+                del self.buf[:nl + 1]
+                self.scanned = 0
                 return line
+            self.scanned = len(self.buf)
             if len(self.buf) > self.cap:
                 self.overflow = True
                 return False
@@ -362,14 +376,27 @@ class _Pipes:
 
 
 def serve(spec: dict) -> None:
-    """Answer the host's jobs until stdin closes."""
+    """Answer the host's jobs until stdin closes. Lines out: `A <answer>` per answer (the host
+    replies `c` to go on or `s` to stop that run), `E <json>` at the end of each run, `J <json>`
+    when the job is done."""
     sup = Supervisor(spec)
-    out = sys.stdout
-    for raw in sys.stdin.buffer:
+    out, inp = sys.stdout.buffer, sys.stdin.buffer
+
+    def relay(answer: bytes) -> bool:
+        out.write(b"A " + answer + b"\n")
+        out.flush()
+        return inp.readline() == b"c\n"
+
+    while True:
+        raw = inp.readline()
+        if not raw:
+            return
         job = json.loads(raw)
-        runs = [dict(name=r["name"], **sup.run(job["setup"], r["inputs"], r["limits"], r["total"]))
-                for r in job["runs"]]
-        out.write(json.dumps({"key": job["key"], "runs": runs}) + "\n")
+        for r in job["runs"]:
+            res = sup.run(job["setup"], r["inputs"], r["limits"], r["total"], relay)
+            out.write(b"E " + json.dumps({"name": r["name"], **res}).encode() + b"\n")
+            out.flush()
+        out.write(b"J " + json.dumps({"key": job["key"]}).encode() + b"\n")
         out.flush()
 
 

@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Limits:
     fsize_mb: int = 64         # largest file a process may write
     nofile: int = 256          # open file descriptors
     tmpfs_mb: int = 256        # the run's private /tmp
-    output_mb: int = 64        # bytes of answers one run may send back
+    output_mb: int = 64        # size of one answer (the host holds one at a time)
 
 
 @contextlib.contextmanager
@@ -248,24 +248,52 @@ class Sandbox:
         text = b"".join(self._tail).decode(errors="replace").strip().splitlines()
         return " | ".join(text[-lines:])
 
-    def submit(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Send one job; its result within `timeout` seconds or SandboxError (sandbox killed)."""
+    def submit(self, job: dict[str, Any], timeout: float,
+               on_answer: Callable[[int, bytes], bool] | None = None) -> dict[str, Any]:
+        """Send one job and follow it: each answer of run i goes to `on_answer(i, line)` as it
+        arrives (True: go on, False: stop that run); without it answers are kept in the run's
+        `outputs`. Returns {"key", "runs": [summaries]}; SandboxError (sandbox killed) if the job
+        is not done within `timeout` seconds."""
+        end = time.monotonic() + timeout
         try:
-            self.proc.stdin.write(json.dumps(job).encode() + b"\n")
-            self.proc.stdin.flush()
+            self._send(json.dumps(job).encode() + b"\n")
         except (BrokenPipeError, OSError):
             self.close()
             raise SandboxError(f"sandbox {self.slot} is gone: {self.stderr_tail()}") from None
-        line = self._next_line(timeout)
-        if line is None:
-            self.close()
-            raise SandboxError(f"sandbox {self.slot} gave no result for {job['key']} within "
-                               f"{timeout:.0f}s: {self.stderr_tail()}")
-        res = json.loads(line)
-        if res.get("key") != job["key"]:
-            self.close()
-            raise SandboxError(f"sandbox {self.slot} answered for another job")
-        return res
+        runs: list[dict[str, Any]] = []
+        kept: list[str] = []
+        while True:
+            line = self._next_line(end - time.monotonic())
+            if line is None:
+                self.close()
+                raise SandboxError(f"sandbox {self.slot} gave no result for {job['key']} within "
+                                   f"{timeout:.0f}s: {self.stderr_tail()}")
+            tag, body = line[:2], line[2:]
+            if tag == b"A ":
+                go = True
+                if on_answer is None:
+                    kept.append(body.decode("utf-8", "replace"))
+                else:
+                    go = bool(on_answer(len(runs), body))
+                try:
+                    self._send(b"c\n" if go else b"s\n")
+                except (BrokenPipeError, OSError):
+                    self.close()
+                    raise SandboxError(f"sandbox {self.slot} is gone") from None
+            elif tag == b"E ":
+                summary = json.loads(body)
+                if on_answer is None:
+                    summary["outputs"], kept = kept, []
+                runs.append(summary)
+            elif tag == b"J " and json.loads(body).get("key") == job["key"]:
+                return {"key": job["key"], "runs": runs}
+            else:
+                self.close()
+                raise SandboxError(f"sandbox {self.slot}: unexpected line {line[:80]!r}")
+
+    def _send(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
 
     def close(self) -> None:
         """Kill the sandbox (its whole process group and PID namespace) and reap it."""

@@ -64,13 +64,24 @@ def sanitized_name(path: str | Path) -> str:
         if name.endswith(".jsonl") else name + SANITIZED_SUFFIX
 
 
-def _encoded_inputs(bench: Benchmark, task_id: str, kind: str) -> list[str]:
-    """A task's test inputs in wire form (cached on the benchmark: samples share them)."""
+WIRE_BYTES_PER_S = 10e6  # time allowed per byte of input and answer crossing the sandbox pipes
+
+
+def _encoded_inputs(bench: Benchmark, task_id: str, kind: str, expected: list
+                    ) -> tuple[list[str], list[float]]:
+    """A task's test inputs in wire form and, per input, the seconds its transfer may take: the
+    input's and the expected answer's wire size at WIRE_BYTES_PER_S. evalplus times only the
+    call; here the clock also covers encoding the answer, so a correct 10 MB answer must not
+    time out for its size, and a wrong one gains at most the right answer's transfer time.
+    Cached on the benchmark: samples share them."""
     key = (task_id, kind)
     if key not in bench._wire:
         from codeselect.evaluation.wire import encode
 
-        bench._wire[key] = [encode(list(inp)) for inp in bench.problems[task_id][f"{kind}_input"]]
+        lines = [encode(list(inp)) for inp in bench.problems[task_id][f"{kind}_input"]]
+        extra = [(len(line) + len(encode(exp))) / WIRE_BYTES_PER_S
+                 for line, exp in zip(lines, expected)]
+        bench._wire[key] = (lines, extra)
     return bench._wire[key]
 
 
@@ -145,10 +156,11 @@ def score(samples: list[dict[str, Any]], bench: Benchmark, *, workers: int | Non
     `sandbox_errors` (samples whose sandbox gave no result and that were marked failed).
 
     The sandbox gets each sample's code and test inputs, never the expected outputs; it answers
-    with the outputs, which `grader.grade_run` compares here (evalplus's rules). Time limits are
+    with the outputs, which `grader.RunGrader` compares here as they arrive (evalplus's rules). Time limits are
     evalplus's: per input max(min_time_limit, factor x ground-truth time), per test set
-    min(60 s, their sum) + 2 s (its process join), measured outside the generated code."""
-    from codeselect.evaluation.grader import grade_run
+    min(60 s, their sum) + 2 s (its process join), measured outside the generated code, plus
+    the transfer allowance of `_encoded_inputs`."""
+    from codeselect.evaluation.grader import RunGrader
 
     base_only = base_only or bench.base_only
     workers = workers or os.cpu_count() or 1
@@ -169,15 +181,37 @@ def score(samples: list[dict[str, Any]], bench: Benchmark, *, workers: int | Non
         runs = []
         for kind in kinds:
             lims = [max(min_time_limit, gt_time_limit_factor * t) for t in gt[tid][f"{kind}_time"]]
-            runs.append({"name": kind, "inputs": _encoded_inputs(bench, tid, kind), "limits": lims,
-                         "total": min(60.0, sum(lims)) + 2.0})
+            lines, extra = _encoded_inputs(bench, tid, kind, gt[tid][kind])
+            runs.append({"name": kind, "inputs": lines,
+                         "limits": [a + b for a, b in zip(lims, extra)],
+                         "total": min(60.0, sum(lims)) + 2.0 + sum(extra)})
         jobs.append({"key": key, "runs": runs,
                      "setup": {"program": "check", "code": s["solution"], "entry_point": ep,
                                "not_none": ep in not_none}})
+    by_key = {job["key"]: (s["task_id"], [r["name"] for r in job["runs"]])
+              for job, s in zip(jobs, samples)}
+
+    class Grades:
+        """One attempt at a job: grades each answer as it arrives (`grader.RunGrader`)."""
+
+        def __init__(self, job: dict[str, Any]) -> None:
+            tid, kinds_ = by_key[job["key"]]
+            prob = bench.problems[tid]
+            self.graders = [RunGrader(bench.name, prob["entry_point"], prob[f"{k}_input"],
+                                      gt[tid][k], prob.get("atol", 0) or 0) for k in kinds_]
+
+        def answer(self, run: int, line: bytes) -> bool:
+            return self.graders[run].answer(line)
+
+        def done(self, result: dict[str, Any]) -> dict[str, Any]:
+            return {"graded": {r["name"]: list(g.result(r["end"]))
+                               for g, r in zip(self.graders, result["runs"])}}
+
     from tqdm import tqdm
 
     with tqdm(total=len(jobs), desc=f"{bench.name} checks", unit="sample", disable=None) as bar:
-        got = execute_jobs(jobs, workers=workers, limits=limits, mode=sandbox, progress=bar.update)
+        got = execute_jobs(jobs, workers=workers, limits=limits, mode=sandbox, progress=bar.update,
+                           collect=Grades)
     results: dict[str, Any] = {"date": datetime.now().strftime("%Y-%m-%d %H:%M"),
                                "hash": bench.hash, "eval": {}}
     errors = []
@@ -189,12 +223,7 @@ def score(samples: list[dict[str, Any]], bench: Benchmark, *, workers: int | Non
             errors.append(job["key"])
             status = {k: ["fail", []] for k in kinds}
         else:
-            prob = bench.problems[tid]
-            for run in res["runs"]:
-                kind = run["name"]
-                st, det = grade_run(bench.name, prob["entry_point"], prob[f"{kind}_input"],
-                                    gt[tid][kind], prob.get("atol", 0) or 0, run)
-                status[kind] = [st, det]
+            status.update(res["graded"])
         plus = None if base_only else status.get("plus")
         results["eval"].setdefault(tid, []).append({
             "task_id": tid,

@@ -5,8 +5,8 @@ untrusted side `encode`s a function's output; the trusted side `decode`s it into
 (built here, never by the untrusted process), so that no object the generated code made, and no
 method it wrote (`__eq__`, `__hash__`, `__len__`, ...), ever reaches the comparison.
 
-Encoding: `None`, `bool`, `str`, finite `float` and small `int` are JSON values, `list` a JSON
-array; every JSON object is a one-key tag: `{"i": hex}` big int, `{"f": "nan"}` non-finite float,
+Encoding: `None`, `bool`, `str`, finite `float` and `int` are JSON values, `list` a JSON
+array; every JSON object is a one-key tag: `{"i": hex}` an int too long for decimal JSON, `{"f": "nan"}` non-finite float,
 `{"t": [...]}` tuple, `{"d": [[k, v], ...]}` dict, `{"s": [...]}` set, `{"fs": [...]}` frozenset,
 `{"b": hex}` bytes, `{"ba": hex}` bytearray, `{"c": [re, im]}` complex, `{"np": dtype, "v": x}` a
 numpy scalar, `{"nd": dtype, "shape": [...], "v": nested}` a numeric numpy array, `{"o": name}` a
@@ -54,6 +54,12 @@ class Opaque:
 
 
 # ------------------------------------------------------------------------------------- encoding
+_FLAT = frozenset([int, float, str, bool, type(None)])
+
+
+_enc_fast = True
+
+
 def _enc(x: Any) -> Any:
     t = type(x)
     if x is None or t is bool or t is str:
@@ -63,6 +69,8 @@ def _enc(x: Any) -> Any:
     if t is float:
         return x if math.isfinite(x) else {"f": repr(x)}
     if t is list:
+        if _enc_fast and all(type(v) in _FLAT for v in x):
+            return x  # json writes it as is; a big int or a nan makes encode() retry slowly
         return [_enc(v) for v in x]
     if t is tuple:
         return {"t": [_enc(v) for v in x]}
@@ -96,9 +104,18 @@ def _enc(x: Any) -> Any:
 
 def encode(x: Any) -> str:
     """`x` as one line of JSON (no newline inside); values of other types become opaque."""
+    global _enc_fast
     try:
         return json.dumps(_enc(x), allow_nan=False, separators=(",", ":"))
-    except (RecursionError, ValueError, TypeError, OverflowError, MemoryError):
+    except ValueError:  # a flat list held a nan or a huge int: element by element then
+        try:
+            _enc_fast = False
+            return json.dumps(_enc(x), allow_nan=False, separators=(",", ":"))
+        except (RecursionError, ValueError, TypeError, OverflowError, MemoryError):
+            return '{"o":"unencodable"}'
+        finally:
+            _enc_fast = True
+    except (RecursionError, TypeError, OverflowError, MemoryError):
         return '{"o":"unencodable"}'
 
 
@@ -115,11 +132,11 @@ def _dec(x: Any) -> Any:
     t = type(x)
     if x is None or t is bool or t is str or t is float:
         return x
-    if t is int:
-        if not -SMALL_INT < x < SMALL_INT:
-            raise WireError("large int not hex-tagged")
+    if t is int:  # json's parser already refused ints past Python's digit limit
         return x
     if t is list:
+        if all(type(v) in _FLAT for v in x):  # json.loads made these objects: plain already
+            return x
         return [_dec(v) for v in x]
     if t is not dict or len(x) not in (1, 2, 3):
         raise WireError(f"unexpected {t.__name__}")

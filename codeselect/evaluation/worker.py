@@ -69,6 +69,24 @@ def _evalplus_guard() -> None:
         sys.modules[name] = None
 
 
+def _preimport(code: str) -> None:
+    """Import the modules the code imports before the guard is on: evalplus's checker process
+    already has numpy and friends loaded when the solution imports them (with `open` gone,
+    numpy could not be imported afresh). Only installed modules are imported, none are run."""
+    import importlib
+    import re
+
+    for m in re.finditer(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([\w., \t]+))",
+                         code, re.M):
+        for name in (m.group(1) or m.group(2)).split(","):
+            name = name.strip().split(" ")[0]
+            if name and not name.startswith(".") and name not in sys.modules:
+                try:
+                    importlib.import_module(name)
+                except BaseException:
+                    pass
+
+
 def main() -> None:
     rd = os.fdopen(3, "rb")
     wr = os.fdopen(4, "wb")
@@ -100,6 +118,7 @@ def main() -> None:
     # program "check"
     globs: dict = {}
     try:
+        _preimport(spec["code"])
         _evalplus_guard()
         _swallow()
         exec(spec["code"], globs)
