@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("CODESELECT_SHARED", REPO.parent / "shared"))
 DATA = {"humaneval": SHARED / "data/evalplus/HumanEvalPlus-v0.1.10.jsonl",
         "mbpp": SHARED / "data/evalplus/MbppPlus-v0.2.0.jsonl"}
 
@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--evalplus-baseline", type=int, default=0,
                     help="also time plain evalplus (unsandboxed) on the first N files")
     args = ap.parse_args()
+    sys.path.insert(0, str(REPO))  # this checkout's codeselect, whatever is installed
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("CODESELECT_CACHE", str(REPO / ".cache"))
 

@@ -11,10 +11,11 @@ network, IPC and UTS namespaces (made by `unshare`) and first builds the root th
   `hidepid=2` (a job sees its own processes only); the root then remounted read-only.
   `pivot_root` drops the host tree: no home, no benchmark file, no caches, no sockets.
 
-Then it serves jobs (JSON lines on stdin from the host, one result line each on stdout). Every
-run of a job (base tests, plus tests) is a fresh process: a new tmpfs on /tmp owned by a uid no
-other run uses, rlimits, no capabilities, no_new_privs, the seccomp filter (`seccomp.py`), and
-`python -I -S -B worker.py` from the read-only `/`. This process measures each answer against
+Then it serves jobs (JSON lines on stdin from the host). Every run of a job (base tests, plus
+tests) is a fresh process, forked by the zygote (a fork of this process made before any job
+data existed, which preloads the worker): a new tmpfs on /tmp owned by a uid no other run uses,
+rlimits, no capabilities, no_new_privs, the seccomp filter (`seccomp.py`), a clean environment,
+`worker.py` from the read-only `/`, the interpreter isolated (`-I`). This process measures each answer against
 its own clock: the next input is sent only after the previous answer arrived, each answer has
 its time limit and the run a total deadline; past either, every process of the run is killed.
 When a run ends, for whatever reason, everything it started is killed and its tmpfs unmounted.
@@ -119,6 +120,14 @@ def build_root(spec: dict) -> None:
         raise OSError("the sandbox root is still writable")
 
 
+def _drop_capabilities() -> None:
+    """capset(2) to nothing (for the userns mode, where a run keeps the mapped root uid)."""
+    hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    data = (ctypes.c_uint32 * 6)()
+    if _libc.syscall(126, hdr, data) != 0:  # capset
+        raise OSError(ctypes.get_errno(), "capset")
+
+
 def _writable(d: str) -> bool:
     try:
         fd = os.open(os.path.join(d, f".probe-{os.getpid()}"), os.O_CREAT | os.O_WRONLY, 0o600)
@@ -140,7 +149,6 @@ class Supervisor:
         self.uid_base: int = spec["uid_base"]
         self.drop = os.geteuid() == 0 and self.mode != "userns" and not spec.get("keep_uid")
         self.runs = 0
-        self.python: str = spec["python"]
         self.worker = (PKG if self.mode != "rlimits" else spec["pkg"]) + "/worker.py"
         self.cap = int(spec["output_bytes"])
 
@@ -151,7 +159,8 @@ class Supervisor:
             import tempfile
 
             d = tempfile.mkdtemp(prefix="codeselect-run-")
-            os.chown(d, uid, uid)
+            if self.drop:
+                os.chown(d, uid, uid)
             return d
         owner = f",uid={uid},gid={uid}" if self.drop else ""
         _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={mb}m,mode=700{owner}")
@@ -165,55 +174,108 @@ class Supervisor:
         else:
             _umount("/tmp")
 
+    # -- the zygote: a pristine fork of this process that forks every run
+    def start_zygote(self) -> None:
+        """Fork the zygote now, before any job data exists in this process: it preloads the
+        worker and forks one child per run on request, so a run's process holds nothing but a
+        clean interpreter and its own job (no answers or code of other runs, as an exec would)."""
+        import socket
+
+        self.sock, theirs = socket.socketpair()
+        self.zpid = os.fork()
+        if self.zpid == 0:
+            self.sock.close()
+            try:
+                self._zygote(theirs)
+            finally:
+                os._exit(0)
+        theirs.close()
+
+    def _zygote(self, sock) -> None:
+        import socket
+
+        null = os.open("/dev/null", os.O_RDWR)
+        os.dup2(null, 0)  # the host's pipes are the supervisor's alone
+        os.dup2(null, 1)
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # runs are reaped automatically
+        sys.path.insert(0, os.path.dirname(self.worker))
+        import worker  # noqa: F401  (and what it needs, before any run)
+        for name in ("resource", "fcntl", "io", "re", "importlib", "shutil", "subprocess",
+                     "faulthandler"):
+            __import__(name)
+        while True:
+            msg, fds, _, _ = socket.recv_fds(sock, 4096, 2)
+            if not msg:
+                return
+            cfg = json.loads(msg)
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                self._child(cfg["uid"], cfg["tmp"], fds[0], fds[1])
+            for fd in fds:
+                os.close(fd)
+            sock.send(str(pid).encode())
+
+    def _spawn(self, uid: int, tmp: str, r_in: int, w_out: int) -> int:
+        import socket
+
+        socket.send_fds(self.sock, [json.dumps({"uid": uid, "tmp": tmp}).encode()], [r_in, w_out])
+        reply = self.sock.recv(64)
+        if not reply:
+            raise RuntimeError("the sandbox's zygote is gone")
+        return int(reply)
+
     def _kill_all(self, pid: int, uid: int) -> None:
-        """Kill every process the run started and reap it."""
-        if self.mode != "rlimits":  # PID 1 of our namespace: kill(-1) reaches exactly the jobs
-            while True:
-                try:
-                    os.kill(-1, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                try:
-                    os.waitpid(-1, 0)
-                except ChildProcessError:
-                    return
+        """Kill every process the run started, then reap what was reparented to us."""
         if self.drop:  # every process of the run's uid, from a helper of that uid
             helper = os.fork()
             if helper == 0:
                 try:
                     os.setuid(uid)
-                    for _ in range(5):
-                        try:
-                            os.kill(-1, signal.SIGKILL)
-                        except ProcessLookupError:
-                            break
-                        time.sleep(0.01)
+                    for _ in range(1000):
+                        os.kill(-1, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
                 finally:
                     os._exit(0)
             os.waitpid(helper, 0)
+        elif self.mode != "rlimits":  # one uid for all: everything but us and the zygote
+            keep = {1, os.getpid(), self.zpid}
+            for _ in range(1000):
+                pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]
+                if not pids:
+                    break
+                for p in pids:
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
         else:
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+        while True:
+            try:
+                got, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if got == 0:
+                break
+            if got == self.zpid:
+                raise RuntimeError("the sandbox's zygote died")
 
     def _child(self, uid: int, tmp: str, r_in: int, w_out: int) -> None:
-        """In the forked child: lock down, then exec the worker (never returns)."""
+        """In the forked child: lock down, then run the worker (never returns)."""
         try:
+            import fcntl
             import resource
 
-            import fcntl
-
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.setsid()
             hi_in, hi_out = (fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (r_in, w_out))
             os.dup2(hi_in, 3)
             os.dup2(hi_out, 4)
-            for fd in (3, 4):
-                os.set_inheritable(fd, True)
             null = os.open("/dev/null", os.O_RDWR)
             for fd in (0, 1) if self.spec.get("debug") else (0, 1, 2):
                 os.dup2(null, fd)
@@ -227,23 +289,35 @@ class Supervisor:
                            (resource.RLIMIT_NOFILE, int(lim["nofile"])),
                            (resource.RLIMIT_CORE, 0)):
                 resource.setrlimit(res, (v, v))
-            for cap in range(64):  # no capability survives the exec, whatever the uid
+            for cap in range(64):  # nothing an exec could regain
                 if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
                     break
             if self.drop:
                 os.setgroups([])
                 os.setgid(uid)
-                os.setuid(uid)
+                os.setuid(uid)  # a non-root uid: every capability is gone
+            else:
+                _drop_capabilities()
             seccomp.install()
             os.chdir("/" if self.mode != "rlimits" else tmp)
-            env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8",
-                   "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-            os.execve(self.python, [self.python, "-I", "-S", "-B", self.worker], env)
+            os.environ.clear()
+            os.environ.update({"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp,
+                               "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1",
+                               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+            sys.dont_write_bytecode = True
+            sys.argv = [self.worker]
+            import tempfile
+
+            tempfile.tempdir = None
+            import worker
         except BaseException as exc:  # the sandbox is broken, not the code: say so to the host
             with open(4, "wb", closefd=False) as fh:
                 fh.write(f"J {type(exc).__name__}: {exc}"[:300].encode(errors="replace") + b"\n")
-        finally:
             os._exit(127)
+        try:
+            worker.main()
+        finally:
+            os._exit(0)
 
     def run(self, setup: dict, inputs: list[str], limits: list[float], total: float,
             relay) -> dict:
@@ -256,11 +330,11 @@ class Supervisor:
         tmp = self._fresh_tmp(uid)
         r_in, w_in = os.pipe()
         r_out, w_out = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            self._child(uid, tmp, r_in, w_out)
-        os.close(r_in)
-        os.close(w_out)
+        try:
+            pid = self._spawn(uid, tmp, r_in, w_out)
+        finally:
+            os.close(r_in)
+            os.close(w_out)
         os.set_blocking(w_in, False)
         os.set_blocking(r_out, False)
         io = _Pipes(w_in, r_out, self.cap)
@@ -375,27 +449,62 @@ class _Pipes:
             self.buf += chunk
 
 
+class _HostIn:
+    """Lines from the host on stdin, readable without blocking: job lines between jobs, and
+    `s <run number>` (stop that run) at any time; a stop for another run is dropped."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+
+    def _line(self, timeout: float | None) -> bytes | None:
+        while b"\n" not in self.buf:
+            if timeout is not None and not select.select([0], [], [], timeout)[0]:
+                return None
+            chunk = os.read(0, 1 << 20)
+            if not chunk:
+                return b""
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+    def job(self) -> dict | None:
+        while True:
+            line = self._line(None)
+            if not line:
+                return None
+            if not line.startswith(b"s "):
+                return json.loads(line)
+
+    def stopped(self, run: int) -> bool:
+        while True:
+            line = self._line(0)
+            if not line:
+                return False
+            if line == b"s %d" % run:
+                return True
+
+
 def serve(spec: dict) -> None:
-    """Answer the host's jobs until stdin closes. Lines out: `A <answer>` per answer (the host
-    replies `c` to go on or `s` to stop that run), `E <json>` at the end of each run, `J <json>`
-    when the job is done."""
+    """Answer the host's jobs until stdin closes. Lines out: `A <answer>` per answer, `E <json>`
+    at the end of each run (runs are numbered from 0 in this sandbox), `J <json>` when the job
+    is done. The host grades answers as they come and sends `s <run>` at a wrong one; the run
+    stops before its next input."""
     sup = Supervisor(spec)
-    out, inp = sys.stdout.buffer, sys.stdin.buffer
+    sup.start_zygote()
+    out, host = sys.stdout.buffer, _HostIn()
+    run_no = 0
 
     def relay(answer: bytes) -> bool:
         out.write(b"A " + answer + b"\n")
         out.flush()
-        return inp.readline() == b"c\n"
+        return not host.stopped(run_no)
 
-    while True:
-        raw = inp.readline()
-        if not raw:
-            return
-        job = json.loads(raw)
+    while (job := host.job()) is not None:
         for r in job["runs"]:
             res = sup.run(job["setup"], r["inputs"], r["limits"], r["total"], relay)
             out.write(b"E " + json.dumps({"name": r["name"], **res}).encode() + b"\n")
             out.flush()
+            run_no += 1
         out.write(b"J " + json.dumps({"key": job["key"]}).encode() + b"\n")
         out.flush()
 

@@ -191,12 +191,14 @@ class Sandbox:
 
     def __init__(self, mode: str, slot: int, limits: Limits, startup_s: float = 60.0) -> None:
         self.mode, self.slot, self.limits = mode, slot, limits
-        self.line_cap = (limits.output_mb << 20) * 2 + (1 << 20)
+        self.line_cap = (limits.output_mb << 20) + (1 << 20)
+        self.runs_done = 0  # runs this sandbox finished (the supervisor numbers them alike)
         self._tail: collections.deque[bytes] = collections.deque()
         self._tail_len = 0
         self.proc = subprocess.Popen(sandbox_command(mode, slot, limits), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True, cwd="/")
+                                     start_new_session=True, cwd="/",
+                                     env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
         self._drain.start()
         self._lines: "collections.deque[bytes | None]" = collections.deque()
@@ -251,7 +253,8 @@ class Sandbox:
     def submit(self, job: dict[str, Any], timeout: float,
                on_answer: Callable[[int, bytes], bool] | None = None) -> dict[str, Any]:
         """Send one job and follow it: each answer of run i goes to `on_answer(i, line)` as it
-        arrives (True: go on, False: stop that run); without it answers are kept in the run's
+        arrives (False: the run may stop, later answers of it are dropped); without it answers are
+        kept in the run's
         `outputs`. Returns {"key", "runs": [summaries]}; SandboxError (sandbox killed) if the job
         is not done within `timeout` seconds."""
         end = time.monotonic() + timeout
@@ -262,6 +265,7 @@ class Sandbox:
             raise SandboxError(f"sandbox {self.slot} is gone: {self.stderr_tail()}") from None
         runs: list[dict[str, Any]] = []
         kept: list[str] = []
+        stopped = False
         while True:
             line = self._next_line(end - time.monotonic())
             if line is None:
@@ -270,22 +274,22 @@ class Sandbox:
                                    f"{timeout:.0f}s: {self.stderr_tail()}")
             tag, body = line[:2], line[2:]
             if tag == b"A ":
-                go = True
                 if on_answer is None:
                     kept.append(body.decode("utf-8", "replace"))
-                else:
-                    go = bool(on_answer(len(runs), body))
-                try:
-                    self._send(b"c\n" if go else b"s\n")
-                except (BrokenPipeError, OSError):
-                    self.close()
-                    raise SandboxError(f"sandbox {self.slot} is gone") from None
+                elif not stopped and not on_answer(len(runs), body):
+                    stopped = True  # the rest of this run is not needed: ask the sandbox to stop it
+                    try:
+                        self._send(b"s %d\n" % (self.runs_done + len(runs)))
+                    except (BrokenPipeError, OSError):
+                        pass
             elif tag == b"E ":
                 summary = json.loads(body)
                 if on_answer is None:
                     summary["outputs"], kept = kept, []
                 runs.append(summary)
+                stopped = False
             elif tag == b"J " and json.loads(body).get("key") == job["key"]:
+                self.runs_done += len(runs)
                 return {"key": job["key"], "runs": runs}
             else:
                 self.close()

@@ -1,4 +1,4 @@
-"""The untrusted side: runs inside one job's sandbox, started as `python -I -S worker.py`.
+"""The untrusted side: runs in one run's process (forked from the sandbox's zygote, `jail.py`).
 
 It knows nothing it could forge a verdict from: it gets the generated code and, one at a time,
 the inputs; it answers with the function's output per input (`wire.encode`) and nothing else.
