@@ -391,3 +391,24 @@ def test_concurrent_evaluations_get_distinct_sandbox_uids(tmp_path):
     assert len(a) == 2 and len(b) == 2 and not set(a) & set(b), other.stderr
     with lease_slots(2, str(tmp_path)) as again:
         assert again == a  # released when the holders ended
+
+
+@needs_ns
+def test_a_checkout_under_tmp_still_works(tmp_path, monkeypatch):
+    """CI checkouts live under /tmp, which the sandbox covers with its own tmpfs: our folder is
+    still bound in (opened before /tmp is covered)."""
+    import shutil
+
+    import codeselect.evaluation.sandbox as sb
+
+    copy = tmp_path / "evaluation"
+    shutil.copytree(sb.PKG_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(sb, "PKG_DIR", copy)
+    box = sb.Sandbox(resolve_mode("auto"), 4001, Limits())
+    try:
+        job = {"key": "k", "setup": {"program": "check", "code": HONEST_ADD, "entry_point": "add"},
+               "runs": [{"name": "base", "inputs": ["[2, 3]"], "limits": [5.0], "total": 10.0}]}
+        run = box.submit(job, 60)["runs"][0]
+    finally:
+        box.close()
+    assert run["end"] == "done" and run["outputs"] == ["O 5"], run

@@ -66,14 +66,17 @@ def _kept_flags(path: str) -> int:
     return (f & (_MS_NOSUID | _MS_NODEV | _MS_NOEXEC | 1024 | 2048)) | ((1 << 21) if f & 4096 else 0)
 
 
-def _bind(src_fd: int, src: str, target: str, is_dir: bool) -> None:
+def _bind(src_fd: int, target: str, is_dir: bool) -> None:
+    """Bind what `src_fd` (an O_PATH descriptor, opened before /tmp was covered) points at onto
+    `target`, read-only, keeping its nosuid/nodev/noexec/atime flags."""
     if is_dir:
         os.makedirs(target, exist_ok=True)
     else:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         open(target, "a").close()
-    _mount(f"/proc/self/fd/{src_fd}", target, None, _MS_BIND | _MS_REC)
-    _mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _kept_flags(src))
+    src = f"/proc/self/fd/{src_fd}"
+    _mount(src, target, None, _MS_BIND | _MS_REC)
+    _mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _kept_flags(target))
 
 
 def build_root(spec: dict) -> None:
@@ -82,7 +85,8 @@ def build_root(spec: dict) -> None:
     binds: list[tuple[str, str]] = [(p, p) for p in spec["binds"]]
     binds.append((spec["pkg"], PKG))
     devs = [(f"/dev/{d}", f"/dev/{d}") for d in DEVICES if os.path.exists(f"/dev/{d}")]
-    held = [(os.open(src, os.O_PATH), src, dst) for src, dst in binds + devs]  # before /tmp is covered
+    # opened (and typed) before /tmp is covered: a checkout or a Python may live under /tmp
+    held = [(os.open(src, os.O_PATH), os.path.isdir(src), dst) for src, dst in binds + devs]
     _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=700")
     os.mkdir(NEW_ROOT)
     _mount("tmpfs", NEW_ROOT, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=4m,mode=755")
@@ -92,9 +96,9 @@ def build_root(spec: dict) -> None:
         if os.path.islink(host):
             os.symlink(os.readlink(host), f"{root}{host}")
         elif os.path.isdir(host):
-            held.append((os.open(host, os.O_PATH), host, host))
-    for fd, src, dst in held:
-        _bind(fd, src, root + dst, os.path.isdir(src))
+            held.append((os.open(host, os.O_PATH), True, host))
+    for fd, is_dir, dst in held:
+        _bind(fd, root + dst, is_dir)
         os.close(fd)
     for hidden in spec.get("hide", []):
         if os.path.isdir(root + hidden):
