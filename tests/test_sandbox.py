@@ -412,3 +412,23 @@ def test_a_checkout_under_tmp_still_works(tmp_path, monkeypatch):
     finally:
         box.close()
     assert run["end"] == "done" and run["outputs"] == ["O 5"], run
+
+
+@needs_ns
+@pytest.mark.skipif(os.geteuid() != 0, reason="memory cgroups are made as root")
+def test_memory_of_all_processes_together_is_capped(humaneval, cache_dir):
+    """Several processes, each within its own RLIMIT_AS, together past the sandbox's memory
+    cgroup: the kernel stops them inside the sandbox (the host keeps its memory)."""
+    import codeselect.evaluation.sandbox as sb
+
+    group = sb._cgroup_for(4002, 64)
+    if group is None:
+        pytest.skip("no memory cgroup on this machine")
+    os.rmdir(group)
+    hog = ("import os, time\n"
+           "pids = []\nfor _ in range(3):\n    r, w = os.pipe()\n    pid = ctypes.CDLL(None).fork()\n"
+           "    if pid == 0:\n        b = bytearray(400 << 20)\n        os.write(w, b'k')\n"
+           "        time.sleep(30)\n    pids.append(pid)\n    os.read(r, 1)\n"
+           "time.sleep(0.5)\nok = all(os.waitpid(p, os.WNOHANG) == (0, 0) for p in pids)")
+    _check_attacks(humaneval, "HumanEval/53", HONEST_ADD, {"memory_hog": _hostile(hog)}, cache_dir,
+                   limits=Limits(group_memory_mb=512))

@@ -276,6 +276,7 @@ class Supervisor:
             import resource
 
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _oom_score_adj(1000)
             os.setsid()
             hi_in, hi_out = (fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (r_in, w_out))
             os.dup2(hi_in, 3)
@@ -513,9 +514,27 @@ def serve(spec: dict) -> None:
         out.flush()
 
 
+def _join_cgroup(group: str) -> None:
+    """Move this process (and so everything it starts) into the host-made memory cgroup; runs
+    are the first the kernel's OOM killer picks there, the supervisor the last."""
+    with open(os.path.join(group, "cgroup.procs"), "w") as fh:
+        fh.write("0")
+    _oom_score_adj(-1000)
+
+
+def _oom_score_adj(value: int) -> None:
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write(str(value))
+    except OSError:  # best effort (some containers forbid lowering it)
+        pass
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if spec.get("cgroup"):
+        _join_cgroup(spec["cgroup"])
     if spec["mode"] in ("namespaces", "userns"):
         build_root(spec)
     _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # no /proc/<pid>/mem or ptrace into the supervisor

@@ -129,7 +129,7 @@ def run_evaluation(cfg: Any, run_dir: Path) -> dict[str, Any]:
     sb = cfg.sandbox
     limits = Limits(memory_mb=int(sb.memory_mb), cpu_s=int(sb.cpu_s), nproc=int(sb.nproc),
                     fsize_mb=int(sb.fsize_mb), nofile=int(sb.nofile), tmpfs_mb=int(sb.tmpfs_mb),
-                    output_mb=int(sb.output_mb))
+                    output_mb=int(sb.output_mb), group_memory_mb=int(sb.group_memory_mb))
     try:
         mode = resolve_mode(str(sb.mode))
     except ValueError as exc:

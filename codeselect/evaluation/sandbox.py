@@ -5,6 +5,9 @@ namespaces by `unshare`. The host talks to it over two pipes: a job per JSON lin
 per line out (read with a byte cap, never whole), its stderr drained into a bounded tail. The host
 keeps its own deadline per job: a sandbox that overruns it is killed as a process group, which
 takes its PID namespace and every process in it down; the job is then re-run in a fresh one.
+As root, each sandbox also gets a memory cgroup (`Limits.group_memory_mb` for all its processes
+together, so a fork bomb of large allocations cannot take the host's memory), where the machine
+allows one (cgroup v1 or v2 memory controller); elsewhere only the per-process limits apply.
 
 Modes:
 - `namespaces` (root): new mount, PID, network, IPC and UTS namespaces; each run gets its own uid.
@@ -55,6 +58,7 @@ class Limits:
     nofile: int = 256          # open file descriptors
     tmpfs_mb: int = 256        # the run's private /tmp
     output_mb: int = 64        # size of one answer (the host holds one at a time)
+    group_memory_mb: int = 8192  # all processes of one sandbox together (a memory cgroup)
 
 
 @contextlib.contextmanager
@@ -146,7 +150,38 @@ def _hidden_in(binds: list[str]) -> list[str]:
     return [p for p in out if any(p == b or p.startswith(b + "/") for b in binds)]
 
 
-def jail_spec(mode: str, slot: int, limits: Limits) -> dict[str, Any]:
+_CGROUP_WARNED: list[int] = []
+
+
+def _cgroup_for(slot: int, limit_mb: int) -> str | None:
+    """A memory cgroup for one sandbox (all its runs together), under this process's own one:
+    v2 (`memory.max`) or v1 (`memory.limit_in_bytes`); None where none can be made (logged once).
+    The supervisor joins it before building its root; the host removes it after the sandbox."""
+    try:
+        with open("/proc/self/cgroup") as fh:
+            lines = [ln.rstrip("\n").split(":", 2) for ln in fh]
+        v1 = {c: path for _, ctrls, path in lines for c in ctrls.split(",") if c}
+        if "memory" in v1 and os.path.isdir("/sys/fs/cgroup/memory"):
+            base, knob = "/sys/fs/cgroup/memory" + v1["memory"], "memory.limit_in_bytes"
+        else:
+            path = next(p for _, c, p in lines if c == "")
+            base, knob = "/sys/fs/cgroup" + path, "memory.max"
+            with open(os.path.join(base, "cgroup.controllers")) as fh:
+                if "memory" not in fh.read().split():
+                    raise OSError("no memory controller")
+        group = os.path.join(base, f"codeselect-{os.getpid()}-{slot}")
+        os.makedirs(group, exist_ok=True)
+        with open(os.path.join(group, knob), "w") as fh:
+            fh.write(str(limit_mb << 20))
+        return group
+    except (OSError, StopIteration) as exc:
+        if not _CGROUP_WARNED:
+            log.warning("no memory cgroup for the sandboxes (%s): only per-process limits", exc)
+            _CGROUP_WARNED.append(1)
+        return None
+
+
+def jail_spec(mode: str, slot: int, limits: Limits, cgroup: str | None = None) -> dict[str, Any]:
     """What `jail.py` needs: mode, uids, limits, the read-only binds, the paths to hide."""
     binds = ["/usr"]
     for p in (sys.base_prefix, sys.prefix, os.path.dirname(sys.executable)):
@@ -156,8 +191,8 @@ def jail_spec(mode: str, slot: int, limits: Limits) -> dict[str, Any]:
     binds = [b for b in binds if os.path.isdir(b)]
     return {"mode": mode, "uid_base": BASE_UID + 1000 * slot, "limits": asdict(limits),
             "output_bytes": limits.output_mb << 20, "binds": binds, "hide": _hidden_in(binds),
-            "pkg": str(PKG_DIR), "python": sys.executable, "site": _site_dirs(),
-            "debug": bool(os.environ.get("CODESELECT_JAIL_DEBUG")),
+            "pkg": str(PKG_DIR), "site": _site_dirs(),
+            "debug": bool(os.environ.get("CODESELECT_JAIL_DEBUG")), "cgroup": cgroup,
             "keep_uid": mode == "rlimits" and os.geteuid() == 0 and _closed(sys.base_prefix)}
 
 
@@ -171,9 +206,9 @@ def _closed(path: str) -> bool:
     return False
 
 
-def sandbox_command(mode: str, slot: int, limits: Limits) -> list[str]:
+def sandbox_command(mode: str, slot: int, limits: Limits, cgroup: str | None = None) -> list[str]:
     """The command line of one sandbox supervisor."""
-    spec = jail_spec(mode, slot, limits)
+    spec = jail_spec(mode, slot, limits, cgroup)
     if spec["keep_uid"]:
         log.warning("sandbox.mode=rlimits: Python lives under a closed folder, so runs cannot "
                     "drop to an unprivileged uid (seccomp and rlimits only)")
@@ -195,7 +230,9 @@ class Sandbox:
         self.runs_done = 0  # runs this sandbox finished (the supervisor numbers them alike)
         self._tail: collections.deque[bytes] = collections.deque()
         self._tail_len = 0
-        self.proc = subprocess.Popen(sandbox_command(mode, slot, limits), stdin=subprocess.PIPE,
+        self.cgroup = _cgroup_for(slot, limits.group_memory_mb) if os.geteuid() == 0 else None
+        self.proc = subprocess.Popen(sandbox_command(mode, slot, limits, self.cgroup),
+                                     stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      start_new_session=True, cwd="/",
                                      env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
@@ -309,6 +346,16 @@ class Sandbox:
         for fh in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             with contextlib.suppress(OSError):
                 fh.close()
+        if self.cgroup:
+            for _ in range(50):  # empty once the killed processes are gone
+                try:
+                    os.rmdir(self.cgroup)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+            self.cgroup = None
 
 
 @functools.lru_cache(maxsize=None)
