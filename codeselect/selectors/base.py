@@ -4,7 +4,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -15,7 +15,7 @@ from codeselect.errors import UserError
 class SelectionContext:
     """Everything a selector may use. `embeddings` are float32, n x d, L2-normalised rows."""
 
-    records: list[dict[str, Any]]
+    records: Sequence[Mapping[str, Any]]  # a list, or the pool's lazy record sequence
     embeddings: torch.Tensor | None
     seed: int = 42
     cache_dir: Path = Path(".cache")
