@@ -43,6 +43,13 @@ _MNT_DETACH = 2
 _PR_SET_DUMPABLE, _PR_CAPBSET_DROP = 4, 24
 NEW_ROOT = "/tmp/.codeselect-root"
 PKG = "/codeselect"
+HOST_TMP = "/.host-tmp"  # where binds of paths under the host's /tmp go: every run mounts its own /tmp
+
+
+def inside(path: str) -> str:
+    """Where a host path is bound in the sandbox root: as it is, except under /tmp (a CI checkout
+    or its venv), which each run covers with a fresh tmpfs, so those go under HOST_TMP."""
+    return HOST_TMP + path if path == "/tmp" or path.startswith("/tmp/") else path
 DEVICES = ("null", "zero", "full", "random", "urandom")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -82,7 +89,7 @@ def _bind(src_fd: int, target: str, is_dir: bool) -> None:
 def build_root(spec: dict) -> None:
     """Mount the minimal root and pivot into it (namespaces / userns modes)."""
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-    binds: list[tuple[str, str]] = [(p, p) for p in spec["binds"]]
+    binds: list[tuple[str, str]] = [(p, inside(p)) for p in spec["binds"]]
     binds.append((spec["pkg"], PKG))
     devs = [(f"/dev/{d}", f"/dev/{d}") for d in DEVICES if os.path.exists(f"/dev/{d}")]
     # opened (and typed) before /tmp is covered: a checkout or a Python may live under /tmp
@@ -100,7 +107,7 @@ def build_root(spec: dict) -> None:
     for fd, is_dir, dst in held:
         _bind(fd, root + dst, is_dir)
         os.close(fd)
-    for hidden in spec.get("hide", []):
+    for hidden in map(inside, spec.get("hide", [])):
         if os.path.isdir(root + hidden):
             _mount("tmpfs", root + hidden, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_RDONLY, "size=4k")
         elif os.path.exists(root + hidden):
@@ -346,7 +353,8 @@ class Supervisor:
         answered = 0
         end, detail = "done", ""
         try:
-            setup_line = json.dumps({**setup, "site": self.spec["site"]}) + "\n"
+            site = self.spec["site"] if self.mode == "rlimits" else [inside(d) for d in self.spec["site"]]
+            setup_line = json.dumps({**setup, "site": site}) + "\n"
             got = io.send(setup_line.encode(), end_at) and io.recv(end_at)
             if got is None or got is False:
                 end, detail = ("timeout" if time.monotonic() >= end_at else "died"), "loading"
