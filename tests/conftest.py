@@ -34,3 +34,19 @@ def shared() -> Path:
 def cache_dir() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     return CACHE
+
+
+@pytest.fixture(scope="module")
+def humaneval(shared: Path):
+    """HumanEval+ from ../shared, loaded once per test module."""
+    from codeselect.evaluation.benchmarks import load_benchmark
+
+    return load_benchmark("humaneval", str(shared / "data/evalplus/HumanEvalPlus-v0.1.10.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def mbpp(shared: Path):
+    """MBPP+ from ../shared, loaded once per test module."""
+    from codeselect.evaluation.benchmarks import load_benchmark
+
+    return load_benchmark("mbpp", str(shared / "data/evalplus/MbppPlus-v0.2.0.jsonl"))

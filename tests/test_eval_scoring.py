@@ -16,11 +16,6 @@ from codeselect.evaluation.scoring import (load_samples, pass_at_k, sanitize_sam
 
 
 @pytest.fixture(scope="module")
-def mbpp(shared):
-    return load_benchmark("mbpp", str(shared / "data/evalplus/MbppPlus-v0.2.0.jsonl"))
-
-
-@pytest.fixture(scope="module")
 def published(shared):
     return shared / "reference/evalplus_results"
 

@@ -11,22 +11,12 @@ from collections import Counter, OrderedDict, defaultdict, namedtuple
 import numpy as np
 import pytest
 
-from codeselect.evaluation.benchmarks import ground_truth, load_benchmark
+from codeselect.evaluation.benchmarks import ground_truth
 from codeselect.evaluation.sandbox import detect_mode
 from codeselect.evaluation.scoring import score
 from codeselect.evaluation.wire import Opaque, WireError, decode, encode
 
 needs_ns = pytest.mark.skipif(detect_mode() == "none", reason="no namespace sandbox here")
-
-
-@pytest.fixture(scope="module")
-def humaneval(shared):
-    return load_benchmark("humaneval", str(shared / "data/evalplus/HumanEvalPlus-v0.1.10.jsonl"))
-
-
-@pytest.fixture(scope="module")
-def mbpp(shared):
-    return load_benchmark("mbpp", str(shared / "data/evalplus/MbppPlus-v0.2.0.jsonl"))
 
 
 # ------------------------------------------------------------------------------ wire format

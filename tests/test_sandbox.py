@@ -16,7 +16,6 @@ import textwrap
 
 import pytest
 
-from codeselect.evaluation.benchmarks import load_benchmark
 from codeselect.evaluation.sandbox import Limits, detect_mode, resolve_mode
 from codeselect.evaluation.scoring import sanitize_samples, score
 
@@ -30,16 +29,6 @@ def _hostile(body: str, header: str = ADD, answer: str = "x + y") -> str:
     return ("import os, sys, io, ctypes, socket, signal, gc\n" + header + textwrap.indent(
         f"ok = False\n{body}\nif ok:\n    return {answer}\nraise RuntimeError('blocked')",
         "    "))
-
-
-@pytest.fixture(scope="module")
-def humaneval(shared):
-    return load_benchmark("humaneval", str(shared / "data/evalplus/HumanEvalPlus-v0.1.10.jsonl"))
-
-
-@pytest.fixture(scope="module")
-def mbpp(shared):
-    return load_benchmark("mbpp", str(shared / "data/evalplus/MbppPlus-v0.2.0.jsonl"))
 
 
 def _verdicts(bench, task_id: str, solutions: list[str], cache_dir, **kw) -> list[tuple]:
