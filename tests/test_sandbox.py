@@ -361,8 +361,14 @@ def test_sandbox_view():
     views = [ast.literal_eval(parse_answer(r["outputs"][0])) for r in runs]
     (uid1, root, procs, isolated, writable, tmp_owner), (uid2, *_) = views
     assert uid1 != 0 and uid2 != 0 and uid1 != uid2 and tmp_owner == uid1
+    # The system's own folders, plus the top folder of wherever the interpreter, the venv and this
+    # checkout live (a CI checkout may sit under /check, a venv under the host's /tmp -> /.host-tmp).
+    import codeselect
+
+    homes = (sys.prefix, sys.base_prefix, sys.executable, os.path.dirname(codeselect.__file__))
+    tops = {os.path.realpath(p).split(os.sep)[1] for p in homes}
     allowed = {"bin", "codeselect", "dev", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp",
-               "usr", "root", "work", "opt", "home", ".host-tmp"}  # .host-tmp: a venv under the host's /tmp
+               "usr", ".host-tmp"} | (tops - {"tmp"})
     assert set(root) <= allowed and "etc" not in root and "var" not in root, root
     assert len(procs) == 1 and isolated == 1 and not writable
 
