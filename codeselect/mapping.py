@@ -9,6 +9,7 @@ those of a plain fp32 computation (ties go to the lowest index).
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -129,7 +130,7 @@ class NearestTracker:
     Written here because no library keeps such bounds for a moving maximum-inner-product query.
     """
 
-    def __init__(self, x: torch.Tensor, *, candidates: int = 16, chunk_size: int = 4096,
+    def __init__(self, x: torch.Tensor, *, candidates: int = 32, chunk_size: int = 4096,
                  precision: str = "auto", x_bf16: torch.Tensor | None = None) -> None:
         self.x = x.float()
         self.precision = resolve_precision(precision, x.device)
@@ -144,6 +145,7 @@ class NearestTracker:
             self.xb_norm = xb32.norm(dim=1)
         self._y: torch.Tensor | None = None
         self.cand = self.bound = None
+        self.values: torch.Tensor | None = None  # exact similarities of the candidates (rows with a finite bound)
         self.stats: dict[str, int] = {"calls": 0, "rescreened": 0, "dense": 0}
 
     def _screen(self, rows: torch.Tensor, y: torch.Tensor, m: int) -> None:
@@ -179,12 +181,17 @@ class NearestTracker:
                 self.cand[r] = torch.arange(k, device=y.device).expand(r.numel(), k)
 
     def _rescore(self, rows: torch.Tensor | None, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(best candidate similarity, its index) for `rows` (None: all), exact fp32."""
+        """(best candidate similarity, its index) for `rows` (None: all), exact fp32; the candidates'
+        similarities are kept in `values`."""
         cand = self.cand if rows is None else self.cand.index_select(0, rows)
         x = self.x if rows is None else self.x.index_select(0, rows)
         count, m = cand.shape
         pair_rows = torch.arange(count, device=y.device).repeat_interleave(m)
         vals = pair_dots(x, y, pair_rows, cand.reshape(-1)).view(-1, m)
+        if rows is None:
+            self.values = vals
+        else:
+            self.values[rows] = vals
         best, arg = vals.max(dim=1)  # the first maximum: candidates are in index order
         return best, cand.gather(1, arg[:, None]).squeeze(1)
 
@@ -253,6 +260,71 @@ def _candidates(x: torch.Tensor, y: torch.Tensor, m: int, chunk_size: int,
     return idx_out, val_out, thr_out
 
 
+DENSE_SHARE = 0.01  # share of the pool computed densely: the most uncertain rows (measured best at 0.5-2%)
+
+
+def _candidates_from_tracker(tracker: NearestTracker, y: torch.Tensor, depth: int
+                             ) -> tuple[list[list[int]], list[list[float]], list[float], dict]:
+    """Per-centroid candidate lists from a `NearestTracker` brought up to date on y, with no n x k
+    product: the tracker knows, for every sample, its nearest centroids exactly and a bound on all
+    the others, so the samples above a threshold tau are complete per centroid.
+
+    The `DENSE_SHARE` of the samples with the highest bounds get exact similarities to every
+    centroid; tau is the highest bound among the others, so their unlisted similarities are <= tau.
+    So for centroid j, every sample with similarity > tau is in its list (exact values), and any
+    of them is certified. Lists are cut at `depth`; a cut list's threshold is its first
+    left-out value. A list that runs out is refilled by `_candidates` (the walk's usual path)."""
+    x = tracker.x
+    n, k = x.shape[0], y.shape[0]
+    tracker(y)  # candidates and bounds valid for y (most rows keep theirs: only the last step moved)
+    cand, bound = tracker.cand, tracker.bound
+    m = cand.shape[1]
+    loose = torch.isposinf(bound)  # rows the tracker computed densely: no bound at all
+    dense = min(n, max(16, int(DENSE_SHARE * n)))
+    if dense >= n:
+        loose[:] = True
+    else:
+        loose[bound.topk(dense).indices] = True
+    tau = float(bound[~loose].max()) if not bool(loose.all()) else -math.inf
+    keep = (~loose).nonzero().squeeze(1)
+    vals = tracker.values.index_select(0, keep)
+    above = vals > tau
+    rows = keep[:, None].expand(-1, m)[above]  # row-major: samples ascending
+    cols = cand.index_select(0, keep)[above]
+    vals = vals[above]
+    d_rows = loose.nonzero().squeeze(1)
+    if d_rows.numel():  # exact similarities of the uncertain rows to every centroid
+        full = x.index_select(0, d_rows) @ y.T
+        dr, dc = (full > tau).nonzero(as_tuple=True)
+        rows = torch.cat([rows, d_rows[dr]])
+        cols = torch.cat([cols, dc])
+        vals = torch.cat([vals, full[dr, dc]])
+        order = torch.argsort(rows, stable=True)
+        rows, cols, vals = rows[order], cols[order], vals[order]
+    # by centroid, then similarity descending, then sample (a stable sort of samples in ascending
+    # order on one int64 key: the centroid, then the float's order-preserving integer, negated)
+    bits = vals.view(torch.int32).long()
+    ordered = torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)  # monotone in the float value
+    order = torch.argsort(cols * (1 << 33) + ((1 << 31) - ordered), stable=True)
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    counts = torch.bincount(cols, minlength=k)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(cols.numel(), device=x.device) - starts[cols]
+    thr = torch.full((k,), tau, dtype=torch.float32, device=x.device)
+    cut = rank == depth
+    thr[cols[cut]] = vals[cut]  # the first value left out of a cut list
+    inside = rank < depth
+    rows, cols, vals = rows[inside], cols[inside], vals[inside]
+    sizes = torch.bincount(cols, minlength=k).tolist()
+    flat_idx, flat_val = rows.tolist(), vals.tolist()
+    idx_out, val_out, lo = [], [], 0
+    for size in sizes:
+        idx_out.append(flat_idx[lo:lo + size])
+        val_out.append(flat_val[lo:lo + size])
+        lo += size
+    return idx_out, val_out, thr.tolist(), {"dense_rows": int(d_rows.numel()), "tau": tau}
+
+
 def _screen(x_bf16: torch.Tensor | None, m: int) -> torch.Tensor | None:
     """The bf16 screen for lists of length m; very long lists are cheaper from a plain fp32 product
     than from a screen whose every candidate is then re-scored."""
@@ -293,7 +365,8 @@ def _walk(cand_idx: list[list[int]], cand_val: list[list[float]], thr: list[floa
 
 def greedy_unique_mapping(x: torch.Tensor, y: torch.Tensor, *, candidates: int | None = None,
                           chunk_size: int = 512, precision: str = "auto",
-                          x_bf16: torch.Tensor | None = None) -> tuple[list[int], dict]:
+                          x_bf16: torch.Tensor | None = None,
+                          tracker: NearestTracker | None = None) -> tuple[list[int], dict]:
     """In order j = 0..k-1, centroid y_j takes its most similar row of x that no earlier centroid
     took (ties: lowest index). Same result as sorting all n similarities per centroid.
 
@@ -302,6 +375,8 @@ def greedy_unique_mapping(x: torch.Tensor, y: torch.Tensor, *, candidates: int |
     lists 16x longer, all in one batched pass, and the walk restarts; a list of all n samples is
     always certified, so this ends. Returns the k distinct indices and stats (`refilled`: lists
     lengthened, `rounds`). `x_bf16`: x already in bf16 (a caller that converted it once).
+    `tracker`: a `NearestTracker` on x kept across the optimisation that produced y; the first lists
+    then come from its candidates and bounds (`_candidates_from_tracker`) instead of a k x n product.
     """
     n, k = x.shape[0], y.shape[0]
     if k > n:
@@ -313,7 +388,14 @@ def greedy_unique_mapping(x: torch.Tensor, y: torch.Tensor, *, candidates: int |
         x_bf16 = x.to(torch.bfloat16) if x_bf16 is None else x_bf16
     else:
         x_bf16 = None
-    cand_idx, cand_val, thr = _candidates(x, y, m, chunk_size, _screen(x_bf16, m))
+    extra: dict = {}
+    if tracker is not None:
+        if tracker.x.shape != x.shape:
+            raise ValueError("the tracker was built on other samples")
+        m = max(m, 32)
+        cand_idx, cand_val, thr, extra = _candidates_from_tracker(tracker, y, m)
+    else:
+        cand_idx, cand_val, thr = _candidates(x, y, m, chunk_size, _screen(x_bf16, m))
     depth = [m] * k
     refilled, rounds = 0, 0
     while True:
@@ -327,4 +409,5 @@ def greedy_unique_mapping(x: torch.Tensor, y: torch.Tensor, *, candidates: int |
         idx, val, th = _candidates(x, y.index_select(0, rows), longer, chunk_size, _screen(x_bf16, longer))
         for r, j in enumerate(short):
             cand_idx[j], cand_val[j], thr[j], depth[j] = idx[r], val[r], th[r], longer
-    return chosen, {"refilled": refilled, "rounds": rounds, "candidates": m, "precision": precision}
+    return chosen, {"refilled": refilled, "rounds": rounds, "candidates": m, "precision": precision,
+                    "from_tracker": tracker is not None, **extra}

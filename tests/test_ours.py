@@ -257,6 +257,25 @@ def test_mapping_matches_brute_force_greedy(precision: str, case: str) -> None:
         assert stats["refilled"] > 0  # the longer-list path was exercised
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("case", ["spread", "collisions", "identical"])
+def test_mapping_from_a_moving_tracker_matches_brute_force_greedy(precision: str, case: str) -> None:
+    """The selector's path: the lists come from the tracker of the optimisation (its candidates and
+    bounds, several steps old) instead of a k x n product; picks equal the float64 brute force."""
+    x = unit(3000, 12, seed=8)
+    if case == "spread":
+        y = unit(60, 12, seed=9)
+    elif case == "collisions":
+        y = F.normalize(x[:4].repeat(20, 1) + 0.05 * unit(80, 12, seed=10), dim=1)
+    else:
+        y = x[7].repeat(40, 1)
+    tracker = NearestTracker(x, candidates=4, precision=precision)
+    for step in range(3):  # earlier positions of the centroids: the bounds are inflated, not fresh
+        tracker(F.normalize(y + (3 - step) * 0.01 * unit(*y.shape, seed=20 + step), dim=1))
+    got, stats = greedy_unique_mapping(x, y, precision=precision, tracker=tracker)
+    assert stats["from_tracker"] and got == brute_greedy(x.double().numpy(), y.double().numpy())
+
+
 def test_mapping_uses_every_sample_when_k_equals_n() -> None:
     x = unit(40, 6, seed=11)
     got, _ = greedy_unique_mapping(x, unit(40, 6, seed=12), candidates=4)

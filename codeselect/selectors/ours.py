@@ -7,10 +7,11 @@ Each step normalises them and minimises (SYSTEM.md section 3)
 
 with s_i = max_j <f_i, theta_j>, c_i its argmax, and r_b = sum_a exp(<sg(theta_a), theta_b>/t): the
 stop-gradient is on the summed-over side, so the gradient of r_b flows into theta_b itself.
-Full-batch Adam, then the greedy unique mapping of centroids to samples (codeselect.mapping).
+Full-batch Adam, then the greedy unique mapping of centroids to samples (codeselect.mapping), whose
+candidate lists come from the optimisation's nearest-centroid tracker (no k x n product).
 
 Computed well: the argmax is exact (as fp32) and mostly skips the n x k product: a
-`codeselect.mapping.NearestTracker` kept across steps re-scores each sample's 16 nearest
+`codeselect.mapping.NearestTracker` kept across steps re-scores each sample's 32 nearest
 centroids in fp32 and bounds all the others by how far the centroids moved; only the rows whose
 bound no longer proves the winner are screened again (bf16 or fp32 product, chunked, under
 no_grad). The reference recomputes the whole n x k matrix every step. Only the winning pairs
@@ -62,7 +63,7 @@ class Objective:
     scale: float = 1.0
     chunk_size: int = 4096
     precision: str = "auto"
-    candidates: int = 16
+    candidates: int = 32
     kk_cache_mb: float = 1024.0
     stats: dict[str, Any] = field(default_factory=dict)
     _features_bf16: torch.Tensor | None = field(default=None, repr=False)
@@ -260,7 +261,8 @@ def optimise_centroids(features: torch.Tensor, init: torch.Tensor, *, max_iter: 
                        **objective_kwargs: Any) -> tuple[torch.Tensor, list[float]]:
     """Run the Lightning Trainer for `max_iter` full-batch steps; return (centroids, loss history).
     `features_bf16`: the features already in bf16 (a caller that needs them again afterwards);
-    `info`: filled with the nearest-centroid tracker's counts of this process (`screen`)."""
+    `info`: filled with the nearest-centroid tracker's counts of this process (`screen`) and, in
+    one process, the tracker itself (`tracker`)."""
     from torch.utils.data import DataLoader
 
     if max_iter == 0:
@@ -289,6 +291,8 @@ def optimise_centroids(features: torch.Tensor, init: torch.Tensor, *, max_iter: 
         stats = dict(module.objective._tracker.stats)
         stats["rows"] = int(module.objective.features.shape[0])
         info["screen"] = stats
+        if trainer.world_size == 1:  # it tracked the whole pool: the mapping can start from it
+            info["tracker"] = module.objective._tracker
     return module.centroids.detach().cpu(), module.loss_history
 
 
@@ -297,7 +301,7 @@ class ParametricSelector(Selector):
 
     def __init__(self, name: str = "ours", max_iter: int = 300, temperature: float = 0.07,
                  lr: float = 1e-3, balance: float = 1.0, init: str = "random",
-                 chunk_size: int = 4096, precision: str = "auto", screen_candidates: int = 16,
+                 chunk_size: int = 4096, precision: str = "auto", screen_candidates: int = 32,
                  kk_cache_mb: float = 1024.0, accelerator: str | None = None,
                  devices: int | str = 1, strategy: str = "auto", deterministic: bool = True,
                  mapping_candidates: int | None = None, mapping_chunk_size: int = 512,
@@ -346,7 +350,7 @@ class ParametricSelector(Selector):
         theta_hat = F.normalize(theta.to(device), dim=1)
         chosen, map_stats = greedy_unique_mapping(feats, theta_hat, candidates=self.mapping_candidates,
                                                   chunk_size=self.mapping_chunk_size, precision=precision,
-                                                  x_bf16=feats_bf16)
+                                                  x_bf16=feats_bf16, tracker=opt_info.pop("tracker", None))
         t3 = time.perf_counter()
         ctx.info.update({
             "loss_history": history,
