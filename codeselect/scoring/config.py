@@ -67,11 +67,9 @@ class ScorerConfig:
         return self.model == TINY
 
     def torch_dtype(self, device: str) -> Any:
-        import torch
+        from codeselect.hf import torch_dtype
 
-        if self.dtype == "auto":
-            return torch.bfloat16 if device.startswith("cuda") else torch.float32
-        return getattr(torch, self.dtype)
+        return torch_dtype(self.dtype, device, key="scorer.dtype")
 
 
 def split_scorers(cfg: Any, key: str = "scorer") -> tuple[ScorerConfig, ScorerConfig]:
