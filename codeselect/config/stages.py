@@ -20,6 +20,9 @@ TOP_LEVEL = {
     "train": ("data", "model", "strategy"),
     "evaluate": ("benchmark", "backend", "model"),
 }
+# In a pipeline job the training data is the selection and the evaluated model the checkpoint:
+# the pipeline passes those, so these stages take fewer top-level nodes there.
+PIPELINE_TOP_LEVEL = {"select": TOP_LEVEL["select"], "train": ("model", "strategy"), "evaluate": ("backend",)}
 PIPELINE_ONLY = ("benchmarks", "benchmark_options")  # which benchmarks a pipeline job evaluates on
 
 
@@ -60,7 +63,7 @@ def pipeline_stage(cfg: Any, stage: str, **extra: Any) -> Any:
     """The config of one stage of a pipeline job: the shared top level, the stage's package, `extra`."""
     from omegaconf import OmegaConf
 
-    base = OmegaConf.masked_copy(cfg, [k for k in (*SHARED, *TOP_LEVEL[stage]) if k in cfg])
+    base = OmegaConf.masked_copy(cfg, [k for k in (*SHARED, *PIPELINE_TOP_LEVEL[stage]) if k in cfg])
     merged = OmegaConf.merge(base, cfg[stage], OmegaConf.create(extra))
     OmegaConf.set_struct(merged, True)
     return merged
