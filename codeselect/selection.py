@@ -122,18 +122,18 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     }
     write_json(run_dir / "selection.json", manifest)
 
-    from codeselect.tracking import start_tracker
+    from codeselect.tracking import run_context, start_tracker
 
-    tracker = start_tracker(cfg.get("logger"), run_dir, manifest["config"], job_type="select",
-                            name=f"{selector.name}-sn{k}", tags=[selector.name, f"sn{k}"])
-    for step, loss in enumerate(ctx.info.get("loss_history", [])):
-        tracker.log({"selector/loss": loss}, step=step)
-    tracker.summary({"metrics": metrics, "timings": timings, "sample_num": k,
-                     "pool_size": len(pool), "selector": selector.name,
-                     "contaminated_selected": len(cleaning["decontamination"].get("selected_flagged", []))})
-    if plot_file is not None:
-        tracker.log_image("selection", plot_file)
-    tracker.finish()
+    context = run_context(cfg, "select", run_dir)
+    with start_tracker(cfg.logger, run_dir, manifest["config"], job_type="select",
+                       name=f"{selector.name}-sn{k}", context=context) as tracker:
+        for step, loss in enumerate(ctx.info.get("loss_history", [])):
+            tracker.log({"selector/loss": loss}, step=step)
+        tracker.summary({"metrics": metrics, "timings": timings, "sample_num": k,
+                         "pool_size": len(pool), "selector": selector.name,
+                         "contaminated_selected": len(cleaning["decontamination"].get("selected_flagged", []))})
+        if plot_file is not None:
+            tracker.log_image("selection", plot_file)
 
     print(f"selected {k} of {len(pool)} records with {selector.name} in {timings['total_s']:.1f} s")
     print(f"  records:  {out_file}")

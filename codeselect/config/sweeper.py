@@ -1,7 +1,7 @@
 """Hydra's basic sweeper with two changes a grid needs (`hydra/sweeper=codeselect`, the default).
 
 - A job dir per job: every swept key that the subdir pattern does not already name is appended to
-  the job's `hydra.sweep.subdir` (`seed=1,2,3` -> `ours-sn1000-seed=1`, ...), so no job overwrites
+  the job's `hydra.sweep.subdir` (`seed=1,2,3` -> `ours-sn1000-seed1`, ...), so no job overwrites
   another, whatever is swept.
 - Failures are counted: a job that fails returns a `JobFailure` (codeselect.cli); once every job has
   run, the sweep raises `SweepFailed` naming them, and the entry point exits non-zero.
@@ -25,7 +25,7 @@ def _key_value(override: str) -> tuple[str, str]:
 
 
 def job_suffixes(batch: Sequence[Sequence[str]], pattern: str) -> list[str]:
-    """Per job: `-key=value` for every key whose value differs between jobs and that `pattern`
+    """Per job: `-<key><value>` (`-seed1`; no `=`, so the dir is a plain override value) for every key whose value differs between jobs and that `pattern`
     (the subdir pattern, unresolved) does not interpolate already."""
     values: dict[str, set[str]] = {}
     for job in batch:
@@ -39,7 +39,7 @@ def job_suffixes(batch: Sequence[Sequence[str]], pattern: str) -> list[str]:
     out = []
     for job in batch:
         kv = dict(_key_value(ov) for ov in job)
-        out.append("".join(f"-{k}={re.sub(r'[^A-Za-z0-9_.=,+-]', '_', kv[k])}" for k in swept if k in kv))
+        out.append("".join(f"-{k}{re.sub(r'[^A-Za-z0-9_.+-]', '_', kv[k])}" for k in swept if k in kv))
     return out
 
 

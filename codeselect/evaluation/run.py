@@ -89,7 +89,7 @@ def run_evaluation(cfg: Any, run_dir: Path) -> dict[str, Any]:
     from codeselect.evaluation.correctness import (is_sanitized, load_samples, per_task_rows,
                                                sanitize_samples, sanitized_name, score,
                                                summarize, write_eval_results)
-    from codeselect.tracking import start_tracker
+    from codeselect.tracking import run_context, start_tracker
 
     started = time.time()
     b = cfg.benchmark
@@ -147,11 +147,10 @@ def run_evaluation(cfg: Any, run_dir: Path) -> dict[str, Any]:
     log.info("%s pass@1: base %.3f, plus %s (%d tasks%s)", bench.name, p1["base"],
              "n/a" if p1["plus"] is None else f"{p1['plus']:.3f}", summary["n_tasks"],
              ", base tests only" if bench.base_only else "")
-    tracker = start_tracker(cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True),
-                            job_type="evaluate", name=f"{bench.name}-{Path(samples_path).stem}",
-                            tags=[bench.name])
-    tracker.summary({k: v for k, v in summary.items() if k != "sandbox_errors"})
-    tracker.log_table("per_task", ["task_id", "sample", "base_status", "plus_status"],
-                      per_task_rows(results))
-    tracker.finish()
+    with start_tracker(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True),
+                       job_type="evaluate", name=f"{bench.name}-{Path(samples_path).stem}",
+                       tags=[bench.name], context=run_context(cfg, "evaluate", run_dir)) as tracker:
+        tracker.summary({k: v for k, v in summary.items() if k != "sandbox_errors"})
+        tracker.log_table("per_task", ["task_id", "sample", "base_status", "plus_status"],
+                          per_task_rows(results))
     return summary

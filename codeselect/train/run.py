@@ -96,14 +96,9 @@ def run_training(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
                        betas=tuple(optim["betas"]), warmup_steps=int(optim["warmup_steps"]),
                        scheduler=str(optim["scheduler"]))
 
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+    from codeselect.tracking import close_logger, lightning_logger, log_summary, run_context
 
-    from codeselect.tracking import Tracker, start_tracker
-
-    tracker = (start_tracker(config.get("logger"), run_dir, config, job_type="train",
-                             name=f"sft-{model_cfg.get('name', 'model')}", tags=["train"])
-               if rank_zero_only.rank == 0 else Tracker())
-    steps_cb = StepLogger(tracker)
+    steps_cb = StepLogger()
     callbacks: list[Any] = [steps_cb]
     every = int(config["checkpoint_every_n_steps"])
     if every > 0:
@@ -115,40 +110,46 @@ def run_training(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         trainer_cfg["devices"] = 1
         trainer_cfg["num_nodes"] = 1
     trainer_cfg["precision"] = resolve_precision(trainer_cfg["precision"])
-    trainer = pl.Trainer(strategy=strategy, callbacks=callbacks, logger=False,
-                         enable_checkpointing=every > 0, default_root_dir=str(run_dir), **trainer_cfg)
+    context = run_context(cfg, "train", run_dir)
+    logger = lightning_logger(config["logger"], run_dir, config, f"sft-{model_cfg['name']}", context)
+    failed = True
+    try:
+        trainer = pl.Trainer(strategy=strategy, callbacks=callbacks, logger=logger,
+                             enable_checkpointing=every > 0, default_root_dir=str(run_dir), **trainer_cfg)
+        t0 = time.perf_counter()
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        fit_s = time.perf_counter() - t0
+        if every > 0:  # resume point at the very end too (a collective call under FSDP/DeepSpeed)
+            trainer.save_checkpoint(run_dir / "lightning" / "last.ckpt")
 
-    t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-    fit_s = time.perf_counter() - t0
-    if every > 0:  # resume point at the very end too (a collective call under FSDP/DeepSpeed)
-        trainer.save_checkpoint(run_dir / "lightning" / "last.ckpt")
-
-    hf_model = module.model
-    state_dict = gather_state_dict(trainer, hf_model)
-    summary: dict[str, Any] = {}
-    if trainer.is_global_zero:
-        out_dir = save_hf(hf_model, state_dict, tokenizer, run_dir / "checkpoint",
-                          dtype=torch_dtype(model_cfg["save_dtype"]))
-        losses = steps_cb.losses
-        summary = {
-            "model": model_cfg["name"], "model_path": model_path, "strategy": strat_cfg["kind"],
-            "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
-            "tokens": steps_cb.tokens, "time_s": round(fit_s, 3),
-            "tokens_per_s": round(steps_cb.tokens / steps_cb.train_s, 1) if steps_cb.train_s else 0.0,
-            "initial_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
-            "non_pad_fraction": round(steps_cb.tokens / steps_cb.slots, 4) if steps_cb.slots else None,
-            "losses": [round(x, 5) for x in losses],
-            "data": dm.stats(), "world_size": trainer.world_size,
-            "precision": str(trainer_cfg["precision"]), "resumed_from": ckpt_path,
-            "checkpoint": str(out_dir), "total_s": round(time.perf_counter() - t_start, 3),
-            "config": config,
-        }
-        write_json(run_dir / "train.json", summary)
-        tracker.summary({k: v for k, v in summary.items() if k not in ("config", "losses")})
-        tracker.finish()
-        print(f"trained {summary['steps']} steps, {summary['tokens']:,} tokens in {fit_s:.1f} s; "
-              f"loss {summary['initial_loss']} -> {summary['final_loss']}")
-        print(f"  checkpoint: {out_dir}")
-        print(f"  summary:    {run_dir / 'train.json'}")
+        hf_model = module.model
+        state_dict = gather_state_dict(trainer, hf_model)
+        summary: dict[str, Any] = {}
+        if trainer.is_global_zero:
+            out_dir = save_hf(hf_model, state_dict, tokenizer, run_dir / "checkpoint",
+                              dtype=torch_dtype(model_cfg["save_dtype"]))
+            losses = steps_cb.losses
+            summary = {
+                "model": model_cfg["name"], "model_path": model_path, "strategy": strat_cfg["kind"],
+                "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
+                "tokens": steps_cb.tokens, "time_s": round(fit_s, 3),
+                "tokens_per_s": round(steps_cb.tokens / steps_cb.train_s, 1) if steps_cb.train_s else 0.0,
+                "initial_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
+                "non_pad_fraction": round(steps_cb.tokens / steps_cb.slots, 4) if steps_cb.slots else None,
+                "losses": [round(x, 5) for x in losses],
+                "data": dm.stats(), "world_size": trainer.world_size,
+                "precision": str(trainer_cfg["precision"]), "resumed_from": ckpt_path,
+                "checkpoint": str(out_dir), "total_s": round(time.perf_counter() - t_start, 3),
+                "tracking": {k: context[k] for k in ("selector", "sample_num", "job_id")},
+                "config": config,
+            }
+            write_json(run_dir / "train.json", summary)
+            log_summary(logger, {k: v for k, v in summary.items() if k not in ("config", "losses")})
+            print(f"trained {summary['steps']} steps, {summary['tokens']:,} tokens in {fit_s:.1f} s; "
+                  f"loss {summary['initial_loss']} -> {summary['final_loss']}")
+            print(f"  checkpoint: {out_dir}")
+            print(f"  summary:    {run_dir / 'train.json'}")
+        failed = False
+    finally:
+        close_logger(logger, failed)
     return summary
