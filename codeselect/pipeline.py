@@ -8,10 +8,17 @@ selector, scorer, model, strategy, backend, logger) and each stage's own keys as
 `.hydra/{select,train,evaluate-<benchmark>}.yaml`. The cache dir is shared by every job, so a
 sweep embeds and scores the pool once. Layout of a job dir: `select/` (selection + manifest),
 `train/` (checkpoint + train.json), `eval/<benchmark>/` (summary.json), `eval/generations/`.
+
+Multi-GPU training under SLURM (hydra/launcher=slurm_pipeline) starts one task per training
+device, each running this job: task 0 selects and evaluates, the others wait for its selection
+(`select/selection.json`), join Lightning's training as their ranks, and stop there.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +70,22 @@ def stage_configs(cfg: Any, run_dir: Path) -> dict[str, Any]:
     return configs
 
 
+def launch_rank() -> int:
+    """This process's rank among the tasks the launcher started for one job (SLURM, torchrun)."""
+    return int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))
+
+
+def wait_for_manifest(path: Path, poll_s: float = 5.0) -> dict[str, Any]:
+    """Task > 0: the selection task 0 writes (its manifest is written last, atomically); a failed
+    selection (`failed.json` beside the job) ends the wait."""
+    failed = path.parent.parent / "failed.json"
+    while not path.is_file():
+        if failed.is_file():
+            raise UserError(f"the selection task failed: {json.loads(failed.read_text()).get('error')}")
+        time.sleep(poll_s)
+    return json.loads(path.read_text())
+
+
 def run_pipeline(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """Run select, train and evaluate for one (selector, sample_num); return the job summary."""
     from omegaconf import OmegaConf
@@ -77,13 +100,19 @@ def run_pipeline(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     for name, stage_cfg in configs.items():
         save_stage_config(OmegaConf.to_container(stage_cfg, resolve=True), name)
 
-    manifest = run_selection(configs["select"], run_dir / "select")
+    rank = launch_rank()
+    if rank == 0:
+        manifest = run_selection(configs["select"], run_dir / "select")
+    else:
+        manifest = wait_for_manifest(run_dir / "select" / "selection.json")
     selection = run_dir / "select" / manifest["output_file"]
 
     train_cfg = configs["train"]
     train_cfg.data.path = str(selection)
     save_stage_config(OmegaConf.to_container(train_cfg, resolve=True), "train")
     trained = run_training(train_cfg, run_dir / "train")
+    if rank != 0:
+        return {}
     checkpoint = Path(trained.get("checkpoint") or run_dir / "train" / "checkpoint")  # {} off rank 0
 
     results: dict[str, Any] = {}
