@@ -116,7 +116,7 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         "selected_ids": selected_ids,
         "timings": timings,
         "metrics": metrics,
-        "selector_info": ctx.info,
+        "selector_info": selector_info(selector.name, cfg.selector, ctx.info),
         **cleaning,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
@@ -139,6 +139,20 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     print(f"  records:  {out_file}")
     print(f"  manifest: {run_dir / 'selection.json'}")
     return manifest
+
+
+def selector_info(name: str, node: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's `selector_info`, one shape for every selector: `name`, `params` (its config,
+    resolved, without `_target_`) and `stats` (what it reported, flat: a selector that nests its
+    report under its own name, as kcenter/dq/random do, is unnested)."""
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    params = {k: v for k, v in params.items() if k not in ("_target_", "name", "scorer")}
+    stats = dict(info)
+    if isinstance(stats.get(name), dict):
+        stats = {**stats.pop(name), **stats}
+    return {"name": name, "params": params, "stats": stats}
 
 
 def torch_index(positions: Any) -> Any:

@@ -213,7 +213,7 @@ def test_select_py_end_to_end_with_tiny_scorer(selector: str, small_pool: tuple[
     lines = (run_dir / "pool-sn8.jsonl").read_text().splitlines()
     assert [str(json.loads(ln)["id"]) for ln in lines] == manifest["selected_ids"]
     assert manifest["config"]["scorer"]["model"] == "tiny"
-    assert manifest["selector_info"]["scorer_key" if selector != "deita" else "scoring"]
+    assert manifest["selector_info"]["stats"]["scorer_key" if selector != "deita" else "scoring"]
     written = [json.loads(ln) for ln in lines]
     if selector in ("ifd", "ppl"):  # the reference's records gain their score key, best first
         scores = [rec[selector] for rec in written]
