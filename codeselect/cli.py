@@ -134,6 +134,9 @@ def run_hydra(task: Task, *, config_name: str, conf_dir: Path, stage: str | None
             log.exception("job crashed: %s", exc)
             return _record_failure(run_dir, exc, "crash")
 
+    root = str(conf_dir.resolve().parent)  # hydra_plugins/ (our sweeper) sits beside conf/
+    if root not in sys.path:
+        sys.path.append(root)
     old = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing multi-line reports
     try:

@@ -204,3 +204,45 @@ def test_a_selector_without_schema_is_checked_by_its_signature():
     check_selector({"_target_": target, "name": "x", "scores_path": "s.jsonl"})
     with pytest.raises(UserError, match=r"key 'selector.k': unknown key"):
         check_selector({"_target_": target, "name": "x", "k": 1})
+
+
+def _compose(entry: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=entry, overrides=overrides, return_hydra_config=True)
+    groups = list(OmegaConf.to_container(cfg.hydra.runtime.choices).keys())
+    OmegaConf.set_struct(cfg, False)
+    del cfg["hydra"]
+    return cfg, groups
+
+
+def test_pipeline_stage_keys_are_ordinary_overrides(tmp_path):
+    from codeselect.pipeline import stage_configs
+
+    cfg, _ = _compose("pipeline", ["experiment=tiny", "selector=ifd", "scorer=tiny", "data.path=pool.jsonl",
+                                   "train.trainer.max_steps=5", "evaluate.limit=2", "seed=7"])
+    stages = stage_configs(cfg, tmp_path / "job")
+    select, train = stages["select"], stages["train"]
+    assert select.selector.name == "ifd" and select.scorer.model == "tiny"  # not the 6.7B default
+    assert select.data.path == "pool.jsonl" and select.seed == train.seed == 7
+    # a stage override keeps the rest of the recipe (the tiny model, its schedule)
+    assert train.trainer.max_steps == 5 and train.model.name == "tiny" and train.strategy.kind == "single"
+    assert train.optim.warmup_steps == 3 and train.data.fields.instruction == "instruction"
+    assert stages["evaluate-humaneval"].limit == 2
+    assert stages["evaluate-humaneval"].model.path == str(tmp_path / "job" / "train" / "checkpoint")
+
+
+def test_a_recipe_section_sits_below_the_command_line():
+    from codeselect.config.stages import stage_view
+
+    args = ["experiment=tiny", "data.path=sel.jsonl", "trainer.max_steps=3", "optim.lr=1e-4"]
+    cfg, groups = _compose("train", args)
+    view = stage_view(cfg, "train", args, groups)
+    assert view.trainer.max_steps == 3 and view.optim.lr == 1e-4       # the command line wins
+    assert view.optim.warmup_steps == 3 and view.batch_size == 4       # the recipe beats conf/stage
+    assert view.model.name == "tiny" and "evaluate" not in view and "sample_num" not in view
+    cfg, groups = _compose("select", ["experiment=paper"])
+    view = stage_view(cfg, "select", ["experiment=paper"], groups)
+    assert view.embedding.name == "mpnet" and view.sample_num == 10000 and "model" not in view
