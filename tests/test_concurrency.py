@@ -77,3 +77,27 @@ def test_tiny_lm_build_is_atomic(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(str(out)).config.hidden_size == 16
+
+
+def test_pipeline_tasks_after_the_first_wait_for_its_selection(tmp_path: Path, monkeypatch) -> None:
+    """Under slurm_pipeline every task runs the job: task 0 selects, the others wait for its manifest."""
+    import pytest
+
+    from codeselect.errors import UserError
+    from codeselect.pipeline import launch_rank, wait_for_manifest
+
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert launch_rank() == 3
+    manifest = tmp_path / "job" / "select" / "selection.json"
+    manifest.parent.mkdir(parents=True)
+
+    def write() -> None:
+        manifest.write_text(json.dumps({"output_file": "pool-sn10.jsonl"}))
+
+    timer = threading.Timer(0.3, write)
+    timer.start()
+    assert wait_for_manifest(manifest, poll_s=0.05)["output_file"] == "pool-sn10.jsonl"
+    manifest.unlink()
+    (tmp_path / "job" / "failed.json").write_text(json.dumps({"error": "key 'sample_num': too large"}))
+    with pytest.raises(UserError, match="selection task failed: key 'sample_num'"):
+        wait_for_manifest(manifest, poll_s=0.05)
