@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Literal, Mapping, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 from typing_extensions import Annotated
 
 from codeselect.errors import UserError
@@ -126,6 +126,14 @@ class Precomputed(Open):
     path: str
 
 
+def _embedding_kind(value: Any) -> str:
+    return "precomputed" if isinstance(value, Mapping) and value.get("name") == "precomputed" else "encoder"
+
+
+Embedding = Annotated[Union[Annotated[Precomputed, Tag("precomputed")], Annotated[Encoder, Tag("encoder")]],
+                      Discriminator(_embedding_kind)]
+
+
 class Metrics(Strict):
     mmd_sample: PosInt
 
@@ -202,7 +210,7 @@ SELECTORS: dict[str, type[SelectorBase]] = {
 
 class SelectStage(Strict):
     data: Pool
-    embedding: Union[Precomputed, Encoder]
+    embedding: Embedding
     selector: dict[str, Any]   # by its _target_: see SELECTORS
     scorer: Optional[dict[str, Any]] = None  # only the LM-scored selectors pull a scorer in
     logger: Logger
@@ -442,6 +450,7 @@ def _message(err: Mapping[str, Any]) -> str:
 
 
 _BRANCH_TAGS = {"wandb", "csv", "none", "file", "stdlib", "hf", "tiny", "smollm2", "single", "ddp",
+                "precomputed", "encoder",
                 "fsdp", "deepspeed", "vllm", "int", "str", "bool", "float", "constrained-int",
                 "constrained-float", "list[int]", "literal"}
 
