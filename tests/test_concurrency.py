@@ -31,7 +31,9 @@ def test_score_store_finalize_keeps_part_files_it_did_not_read(tmp_path: Path) -
 
 RECORDS = [{"id": str(i), "instruction": f"Write a function that adds {i} to x",
             "response": f"def add_{i}(x):\n    return x + {i}\n"} for i in range(24)]
-SCORER = {"model": "tiny", "batch_tokens": 256, "max_batch_size": 2, "chunk_batches": 1,
+SCORER = {"model": "tiny", "revision": None, "gguf_file": None, "dtype": "auto", "max_length": None,
+          "batch_tokens": 256, "max_batch_size": 2, "chunk_batches": 1, "devices": 1, "strategy": "auto",
+          "trust_remote_code": False, "rating_token_ids": None,
           "tiny": {"vocab_size": 300, "hidden_size": 16, "num_layers": 1, "num_heads": 2,
                    "intermediate_size": 32}}
 

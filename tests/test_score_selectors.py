@@ -161,7 +161,9 @@ def real_records(shared: Path) -> list[dict]:
 def test_tiny_scorer_path_for_ifd_ppl_and_deita(real_records: list[dict], tmp_path: Path) -> None:
     from codeselect.scoring import compute_scores
 
-    scorer = {"model": "tiny", "batch_tokens": 4096}
+    from codeselect.config import conf_defaults
+
+    scorer = {**conf_defaults("scorer/tiny"), "batch_tokens": 4096}
     emb = clustered_unit_vectors(len(real_records), 8, 6, 0.3, seed=0)
     ifd_ctx = make_ctx(real_records, emb, tmp_path)
     ifd_pick = IFDSelector(scorer=scorer, progress=False).select(ifd_ctx, 10)
