@@ -95,11 +95,17 @@ def test_a_sweep_over_any_key_gives_each_job_its_own_dir(tmp_path: Path) -> None
                                         "response": f"def f{i}():\n    return {i}\n"}) + "\n"
                             for i in range(30)))
     sweep = tmp_path / "sweep"
-    out = run("select.py", "-m", "selector=random", "seed=1,2,3", "sample_num=10", f"data.path={pool}",
-              "logger=none", "plot=false", "data.decontaminate=off", f"hydra.sweep.dir={sweep}")
-    assert out.returncode == 0, out.stderr[-3000:]
+    # parallel jobs (joblib): every job runs, the failures come back to the sweep, which exits 2
+    out = run("select.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "selector=random",
+              "seed=1,2,3", "sample_num=10,45", f"data.path={pool}", "logger=none", "plot=false",
+              "data.decontaminate=off", f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 2, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 3 sweep job(s) failed: random-sn45-seed1 (key 'sample_num': 45 is larger")
     jobs = sorted(p.parent.name for p in sweep.glob("*/selection.json"))
     assert jobs == ["random-sn10-seed1", "random-sn10-seed2", "random-sn10-seed3"]
+    assert sorted(p.parent.name for p in sweep.glob("*/failed.json")) == [
+        "random-sn45-seed1", "random-sn45-seed2", "random-sn45-seed3"]
     import random
 
     for seed in (1, 2, 3):  # each job's subset is its own seed's draw (SYSTEM.md: random.sample)
