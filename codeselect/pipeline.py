@@ -40,6 +40,12 @@ def stage_configs(cfg: Any, run_dir: Path) -> dict[str, Any]:
     from codeselect.config.schema import validate_stage
     from codeselect.config.stages import pipeline_stage
 
+    from codeselect.config.stages import PIPELINE_ONLY, SHARED, STAGES, TOP_LEVEL
+
+    known = {*SHARED, *STAGES, *PIPELINE_ONLY, *(k for keys in TOP_LEVEL.values() for k in keys)}
+    for key in cfg:
+        if key not in known and key != "hydra":
+            raise UserError("unknown key", key=str(key))
     run_dir = Path(run_dir)
     context = {"job_id": job_id(run_dir), "selector": str(cfg.selector.name),
                "sample_num": cfg.sample_num}

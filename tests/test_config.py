@@ -246,3 +246,9 @@ def test_a_recipe_section_sits_below_the_command_line():
     cfg, groups = _compose("select", ["experiment=paper"])
     view = stage_view(cfg, "select", ["experiment=paper"], groups)
     assert view.embedding.name == "mpnet" and view.sample_num == 10000 and "model" not in view
+
+
+def test_pipeline_unknown_top_level_key(pool, tmp_path, monkeypatch, capsys):
+    code, err = run_entry("pipeline", ["experiment=tiny", f"data.path={pool}", "+sampel_num=3"],
+                          tmp_path, monkeypatch, capsys)
+    assert_one_line_error(code, err, "sampel_num", tmp_path, "unknown key")
