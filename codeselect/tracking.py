@@ -82,12 +82,14 @@ def run_context(cfg: Any, stage: str, run_dir: str | Path) -> dict[str, Any]:
 
 
 def context_tags(ctx: Mapping[str, Any]) -> list[str]:
-    """Tags of a run: its stage, selector and `sn<k>`."""
+    """Tags of a run: its stage, selector, `sn<k>` and `job:<job id>` (W&B keeps 64 characters)."""
     tags = [str(ctx["stage"])]
     if ctx.get("selector"):
         tags.append(str(ctx["selector"]))
     if ctx.get("sample_num") is not None:
         tags.append(f"sn{ctx['sample_num']}")
+    if ctx.get("job_id"):
+        tags.append(f"job:{str(ctx['job_id'])[-60:]}")
     return tags
 
 

@@ -77,7 +77,8 @@ def test_every_stage_carries_selector_sample_num_stage_and_job(tmp_path: Path, s
     for name, r in selects.items():
         assert r["config"]["sample_num"] == 12 and r["config"]["stage"] == "select"
         assert r["config"]["job_id"].endswith(f"{name}-sn12")
-        assert {"select", name, "sn12"} <= set(r["tags"]) and r["job_type"] == "select"
+        assert {"select", name, "sn12", f"job:{r['config']['job_id']}"} <= set(r["tags"])
+        assert r["job_type"] == "select"
         assert "metrics/mmd" in r["summary"]
     assert len({r["group"] for r in selects.values()}) == 1 and selects["random"]["group"]  # one group per sweep
 
@@ -99,6 +100,7 @@ def test_every_stage_carries_selector_sample_num_stage_and_job(tmp_path: Path, s
     assert ev["config"]["selector.name"] == "random" and ev["config"]["sample_num"] == 12
     assert ev["config"]["stage"] == "evaluate" and {"evaluate", "random", "sn12", "mbpp"} <= set(ev["tags"])
     assert ev["config"]["job_id"] == train["config"]["job_id"]  # the model's training job
+    assert f"job:{train['config']['job_id']}" in ev["tags"]
     assert "pass@1/base" in ev["summary"]
 
 
