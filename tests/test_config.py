@@ -204,6 +204,8 @@ def test_a_selector_without_schema_is_checked_by_its_signature():
     check_selector({"_target_": target, "name": "x", "scores_path": "s.jsonl"})
     with pytest.raises(UserError, match=r"key 'selector.k': unknown key"):
         check_selector({"_target_": target, "name": "x", "k": 1})
+    with pytest.raises(UserError, match=r"key 'selector.progress': must be a valid boolean, got 'abc'"):
+        check_selector({"_target_": target, "name": "x", "progress": "abc"})
 
 
 def _compose(entry: str, overrides: list[str]):

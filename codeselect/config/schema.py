@@ -480,7 +480,7 @@ def _check_trainer_keys(trainer: Mapping[str, Any], prefix: str) -> None:
     from lightning.pytorch import Trainer as PLTrainer
 
     known = set(inspect.signature(PLTrainer.__init__).parameters) - {"self"}
-    extra = sorted(set(trainer) - set(Trainer.model_fields))
+    extra = sorted(set(trainer) - set(Trainer.model_fields))  # typed above; the rest by name
     for key in extra:
         if key not in known:
             raise UserError("unknown key (not a lightning.pytorch.Trainer argument)",
@@ -504,6 +504,18 @@ def _check_by_signature(target: str, node: Mapping[str, Any], key: str) -> None:
         for name in node:
             if name != "_target_" and name not in params:
                 raise UserError("unknown key", key=f"{key}.{name}")
+    import typing
+
+    from pydantic import create_model
+
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: names were checked above
+        return
+    fields: dict[str, Any] = {name: (hints[name], ...) for name in node if name in hints and name != "return"}
+    model = create_model(f"{cls.__name__}Config", __config__=ConfigDict(strict=True, arbitrary_types_allowed=True),
+                         **fields)
+    check(model, {name: node[name] for name in fields}, key)
 
 
 def check_selector(node: Mapping[str, Any], key: str = "selector") -> None:
