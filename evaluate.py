@@ -2,7 +2,7 @@
 import sys
 from pathlib import Path
 
-from codeselect.cli import run_hydra
+from codeselect.cli import model_argv, run_hydra
 
 _CONF = Path(__file__).resolve().parent / "conf"
 
@@ -14,7 +14,5 @@ def _task(cfg, run_dir):
 
 
 if __name__ == "__main__":
-    from codeselect.evaluation.run import model_argv
-
     sys.argv[1:] = model_argv(sys.argv[1:], _CONF)
-    run_hydra(_task, config_name="evaluate", conf_dir=_CONF)
+    run_hydra(_task, config_name="evaluate", conf_dir=_CONF, stage="evaluate")

@@ -38,4 +38,4 @@ else:
 
         return run_selection(cfg, run_dir)
 
-    run_hydra(_task, config_name="select", conf_dir=Path(_HERE) / "conf")
+    run_hydra(_task, config_name="select", conf_dir=Path(_HERE) / "conf", stage="select")

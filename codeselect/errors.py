@@ -1,13 +1,9 @@
 """User-facing errors: one readable line, exit code 2, no traceback."""
 from __future__ import annotations
 
-import functools
-import sys
 from pathlib import Path
-from typing import Any, Callable, TypeVar
 
 EXIT_USER_ERROR = 2
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class UserError(Exception):
@@ -22,18 +18,4 @@ class UserError(Exception):
             where.append(f"key '{key}'")
         prefix = ", ".join(where)
         super().__init__(f"{prefix}: {message}" if prefix else message)
-        self.file, self.line, self.key = file, line, key
-
-
-def exit_on_user_error(fn: F) -> F:
-    """Wrap an entry point so a UserError prints `error: ...` on stderr and exits with code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            sys.exit(EXIT_USER_ERROR)
-
-    return wrapper  # type: ignore[return-value]
+        self.file, self.line, self.key, self.reason = file, line, key, message

@@ -15,13 +15,12 @@ log = logging.getLogger(__name__)
 def resolve_pool_path(data_cfg: Any, cache_dir: Path) -> str:
     """The pool to read (file, folder or hub id): `data.path` when given, else the embedded stdlib
     pool (built once)."""
-    if data_cfg.get("path"):
+    if data_cfg.path:
         return str(data_cfg.path)
-    source = data_cfg.get("source", "stdlib")
-    if source == "stdlib":
+    if data_cfg.source == "stdlib":
         from codeselect.stdlib_pool import build_stdlib_pool
 
-        return str(build_stdlib_pool(cache_dir / "pools", min_pairs=int(data_cfg.get("min_pairs", 10000))))
+        return str(build_stdlib_pool(cache_dir / "pools", min_pairs=int(data_cfg.min_pairs)))
     raise UserError("no pool given: set data.path=FILE", key="data.path")
 
 
@@ -39,19 +38,20 @@ def check_sample_num(sample_num: Any, pool_size: int, pool_path: Any) -> int:
 
 def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """Run one selection as configured; write outputs into `run_dir`; return the manifest."""
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
+
+    from codeselect.config.build import instantiate
 
     from codeselect.selectors.base import SelectionContext, resolve_device
 
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     cache_dir = Path(str(cfg.cache_dir)).expanduser()
-    device = resolve_device(str(cfg.get("device", "auto")))
+    device = resolve_device(str(cfg.device))
 
     pool_path = resolve_pool_path(cfg.data, cache_dir)
     t0 = time.perf_counter()
-    full = open_pool(pool_path, cfg.data.get("fields"), str(cfg.data.get("split", "train")))
+    full = open_pool(pool_path, cfg.data.fields, str(cfg.data.split))
     load_s = time.perf_counter() - t0
     from codeselect.pool.clean import clean_pool, flag_selected
 
@@ -60,7 +60,7 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     clean_s = time.perf_counter() - t0
     pool = full if keep is None else full.subset(keep)
     k = check_sample_num(cfg.sample_num, len(pool), pool_path)
-    selector = instantiate(cfg.selector, _convert_="all")
+    selector = instantiate(cfg.selector, "selector")
     log.info("pool %s: %d records%s; selecting %d with %s", pool_path, len(pool),
              f" ({len(full) - len(pool)} removed)" if keep is not None else "", k, selector.name)
 
@@ -85,7 +85,7 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     metrics = subset_metrics(embeddings, indices, seed=int(cfg.seed),
-                             mmd_sample=int(cfg.get("metrics", {}).get("mmd_sample", 20000)))
+                             mmd_sample=int(cfg.metrics.mmd_sample))
     metrics_s = time.perf_counter() - t0
 
     out_file = selection_path(pool.source, run_dir, size_tag(k))
@@ -95,7 +95,7 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     selected_ids = [str(pool.ids[i].as_py()) for i in indices]
     flag_selected(cleaning, selected_ids)
     plot_file = None
-    if cfg.get("plot", True):
+    if cfg.plot:
         from codeselect.plots import plot_selection
 
         plot_file = plot_selection(embeddings.float().cpu().numpy(), indices, run_dir / "selection.png",
@@ -116,29 +116,43 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         "selected_ids": selected_ids,
         "timings": timings,
         "metrics": metrics,
-        "selector_info": ctx.info,
+        "selector_info": selector_info(selector.name, cfg.selector, ctx.info),
         **cleaning,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     write_json(run_dir / "selection.json", manifest)
 
-    from codeselect.tracking import start_tracker
+    from codeselect.tracking import run_context, start_tracker
 
-    tracker = start_tracker(cfg.get("logger"), run_dir, manifest["config"], job_type="select",
-                            name=f"{selector.name}-sn{k}", tags=[selector.name, f"sn{k}"])
-    for step, loss in enumerate(ctx.info.get("loss_history", [])):
-        tracker.log({"selector/loss": loss}, step=step)
-    tracker.summary({"metrics": metrics, "timings": timings, "sample_num": k,
-                     "pool_size": len(pool), "selector": selector.name,
-                     "contaminated_selected": len(cleaning["decontamination"].get("selected_flagged", []))})
-    if plot_file is not None:
-        tracker.log_image("selection", plot_file)
-    tracker.finish()
+    context = run_context(cfg, "select", run_dir)
+    with start_tracker(cfg.logger, run_dir, manifest["config"], job_type="select",
+                       name=f"{selector.name}-sn{k}", context=context) as tracker:
+        for step, loss in enumerate(ctx.info.get("loss_history", [])):
+            tracker.log({"selector/loss": loss}, step=step)
+        tracker.summary({"metrics": metrics, "timings": timings, "sample_num": k,
+                         "pool_size": len(pool), "selector": selector.name,
+                         "contaminated_selected": len(cleaning["decontamination"].get("selected_flagged", []))})
+        if plot_file is not None:
+            tracker.log_image("selection", plot_file)
 
     print(f"selected {k} of {len(pool)} records with {selector.name} in {timings['total_s']:.1f} s")
     print(f"  records:  {out_file}")
     print(f"  manifest: {run_dir / 'selection.json'}")
     return manifest
+
+
+def selector_info(name: str, node: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's `selector_info`, one shape for every selector: `name`, `params` (its config,
+    resolved, without `_target_`) and `stats` (what it reported, flat: a selector that nests its
+    report under its own name, as kcenter/dq/random do, is unnested)."""
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    params = {k: v for k, v in params.items() if k not in ("_target_", "name", "scorer")}
+    stats = dict(info)
+    if isinstance(stats.get(name), dict):
+        stats = {**stats.pop(name), **stats}
+    return {"name": name, "params": params, "stats": stats}
 
 
 def torch_index(positions: Any) -> Any:

@@ -3,11 +3,16 @@
 `build_tiny_lm(texts, out_dir)` trains a byte-level BPE tokenizer on `texts`, builds a 2-layer Llama
 with random weights (seeded), and saves both in Hugging Face format, so `from_pretrained(out_dir)`
 works for training, scoring and generation with no download. Cached: same inputs, same folder.
+Built in a private folder and renamed into place, so jobs of a sweep that build the same model at
+once never read a half-written one.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Iterable
 
@@ -64,8 +69,22 @@ def build_tiny_lm(texts: Iterable[str], out_dir: str | Path, *, vocab_size: int 
                          bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id,
                          pad_token_id=hf_tok.pad_token_id, tie_word_embeddings=True)
     model = LlamaForCausalLM(config)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    hf_tok.save_pretrained(out)
-    stamp.write_text(json.dumps({"key": key, **params}))
+    tmp = out.with_name(f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    model.save_pretrained(tmp)
+    hf_tok.save_pretrained(tmp)
+    (tmp / "tiny_lm.json").write_text(json.dumps({"key": key, **params}))
+    if out.exists():  # a stale build (other texts), or a concurrent job finished first
+        if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return out
+        stale = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.stale")
+        try:
+            out.rename(stale)
+        except OSError:
+            pass
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        tmp.rename(out)
+    except OSError:  # another job renamed its identical build into place a moment earlier
+        shutil.rmtree(tmp, ignore_errors=True)
     return out

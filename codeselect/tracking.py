@@ -2,6 +2,13 @@
 
 Config (`conf/logger/*.yaml`): `kind` (wandb | csv | none), `project`, `group`, `tags`, `mode`.
 W&B is imported lazily and never blocks on the network: without an API key it runs offline.
+
+Every run of every stage carries the same identity in its config and tags (`run_context`):
+`stage`, `selector.name`, `sample_num` and `job_id` (the pipeline job, or the run dir), and runs
+of one sweep share a W&B group (the sweep dir), so the README's dashboard recipe (pass@1 or MMD
+against sample_num, one line per selector) works across select, train and evaluate runs.
+Select and evaluate log through `Tracker`s (context managers: finished on the way out, crash or
+not); training logs through Lightning's own WandbLogger / CSVLogger (`lightning_logger`).
 """
 from __future__ import annotations
 
@@ -41,8 +48,86 @@ def wandb_logged_in() -> bool:
         return False
 
 
+def wandb_mode(mode: str | None) -> str:
+    """`logger.mode`, else WANDB_MODE, else online when logged in, offline otherwise."""
+    return mode or os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+
+
+# ----------------------------------------------------------------------------- run identity
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_context(cfg: Any, stage: str, run_dir: str | Path) -> dict[str, Any]:
+    """`stage`, `selector`, `sample_num`, `job_id` of a run. A pipeline job sets them
+    (`cfg.tracking`); a standalone train run reads them from its selection's `selection.json`,
+    an evaluate run from its checkpoint's `train.json`; else selector and sample_num are None."""
+    given = dict(cfg.get("tracking") or {}) if hasattr(cfg, "get") else {}
+    ctx: dict[str, Any] = {"stage": stage, "selector": None, "sample_num": None,
+                           "job_id": "/".join(Path(run_dir).resolve().parts[-2:])}
+    if stage == "select":
+        ctx.update(selector=str(cfg.selector.name), sample_num=int(cfg.sample_num))
+    elif stage == "train" and cfg.data.path:
+        found = _read_json(Path(str(cfg.data.path)).expanduser().parent / "selection.json")
+        ctx.update({k: found[k] for k in ("selector", "sample_num") if k in found})
+    elif stage == "evaluate" and cfg.model.get("path") not in (None, "???"):
+        found = _read_json(Path(str(cfg.model.path)).expanduser().parent / "train.json").get("tracking", {})
+        ctx.update({k: found[k] for k in ("selector", "sample_num", "job_id") if found.get(k) is not None})
+    ctx.update({k: v for k, v in given.items() if v is not None})
+    ctx.update(stage=stage, pipeline=bool(given))
+    return ctx
+
+
+def context_tags(ctx: Mapping[str, Any]) -> list[str]:
+    """Tags of a run: its stage, selector, `sn<k>` and `job:<job id>` (W&B keeps 64 characters)."""
+    tags = [str(ctx["stage"])]
+    if ctx.get("selector"):
+        tags.append(str(ctx["selector"]))
+    if ctx.get("sample_num") is not None:
+        tags.append(f"sn{ctx['sample_num']}")
+    if ctx.get("job_id"):
+        tags.append(f"job:{str(ctx['job_id'])[-60:]}")
+    return tags
+
+
+def with_context(config: Mapping[str, Any], ctx: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's config plus its identity under the keys every stage shares (`selector.name`,
+    `sample_num`, `stage`, `job_id`)."""
+    out = dict(config)
+    selector = dict(out.get("selector") or {}) if isinstance(out.get("selector"), Mapping) else {}
+    selector.setdefault("name", ctx.get("selector"))
+    out.update(selector=selector, sample_num=ctx.get("sample_num"), stage=ctx["stage"],
+               job_id=ctx.get("job_id"))
+    out.pop("tracking", None)
+    return out
+
+
+def sweep_group() -> str | None:
+    """Inside a Hydra multirun job: a group name shared by every job of the sweep (from its dir)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return None
+        parts = Path(str(hc.sweep.dir)).parts
+        return "-".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
+    except Exception:  # noqa: BLE001 - not under Hydra
+        return None
+
+
+def group_for(logger_cfg: Mapping[str, Any], ctx: Mapping[str, Any]) -> str | None:
+    """`logger.group`, else the sweep's, else (a pipeline job's stages) the job id."""
+    return logger_cfg.get("group") or sweep_group() or (ctx.get("job_id") if ctx.get("pipeline") else None)
+
+
+# ----------------------------------------------------------------------------- select / evaluate
 class Tracker:
-    """No-op tracker; the base of the real ones."""
+    """No-op tracker; the base of the real ones. A context manager: `finish()` on the way out."""
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:  # noqa: D102
         pass
@@ -56,8 +141,14 @@ class Tracker:
     def log_table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:  # noqa: D102
         pass
 
-    def finish(self) -> None:  # noqa: D102
+    def finish(self, failed: bool = False) -> None:  # noqa: D102
         pass
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.finish(failed=exc_type is not None)
 
 
 class CSVTracker(Tracker):
@@ -76,14 +167,15 @@ class CSVTracker(Tracker):
     def summary(self, values: Mapping[str, Any]) -> None:
         self._summary.update(flatten(values))
 
-    def finish(self) -> None:
+    def finish(self, failed: bool = False) -> None:
         if self.rows:
             keys = sorted({k for r in self.rows for k in r})
             with open(self.dir / "metrics.csv", "w", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=keys)
                 writer.writeheader()
                 writer.writerows(self.rows)
-        (self.dir / "summary.json").write_text(json.dumps(self._summary, indent=2, default=str))
+        (self.dir / "summary.json").write_text(json.dumps(
+            {**self._summary, **({"failed": True} if failed else {})}, indent=2, default=str))
 
 
 class WandbTracker(Tracker):
@@ -94,7 +186,7 @@ class WandbTracker(Tracker):
                  tags: list[str] | None = None, mode: str | None = None) -> None:
         import wandb  # lazy: slow import
 
-        mode = mode or os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+        mode = wandb_mode(mode)
         os.environ.setdefault("WANDB_SILENT", "true")
         self.wandb = wandb
         self.run = wandb.init(project=project, job_type=job_type, name=name, group=group,
@@ -116,43 +208,87 @@ class WandbTracker(Tracker):
     def log_table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
         self.run.log({name: self.wandb.Table(columns=columns, data=rows)})
 
-    def finish(self) -> None:
-        self.run.finish()
-
-
-def sweep_group() -> str | None:
-    """Inside a Hydra multirun job: a group name shared by every job of the sweep (from its dir)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-        if hc.mode != RunMode.MULTIRUN:
-            return None
-        parts = Path(str(hc.sweep.dir)).parts
-        return "-".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
-    except Exception:  # not under Hydra
-        return None
+    def finish(self, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)
 
 
 def start_tracker(logger_cfg: Mapping[str, Any] | None, run_dir: str | Path,
                   config: Mapping[str, Any], job_type: str, name: str | None = None,
-                  tags: list[str] | None = None) -> Tracker:
-    """Build the tracker chosen by `logger.kind`; never raises for a missing network."""
+                  tags: list[str] | None = None, context: Mapping[str, Any] | None = None) -> Tracker:
+    """Build the tracker chosen by `logger.kind` (use it as a context manager); never raises for a
+    missing network. `context` (see run_context) goes into the config and the tags."""
     cfg = dict(logger_cfg or {})
-    kind = cfg.get("kind", "none")
+    ctx = dict(context or {"stage": job_type})
+    config = with_context(config, ctx)
+    kind = cfg["kind"]
     if kind == "none":
         return Tracker()
     if kind == "csv":
         return CSVTracker(run_dir, config)
-    if kind == "wandb":
-        all_tags = [str(t) for t in list(cfg.get("tags") or []) + list(tags or [])]
-        try:
-            return WandbTracker(run_dir, config, project=cfg.get("project", "codeselect"),
-                                job_type=job_type, name=name,
-                                group=cfg.get("group") or sweep_group(),
-                                tags=all_tags, mode=cfg.get("mode"))
-        except Exception as exc:  # tracking must never kill a run
-            log.warning("W&B unavailable (%s); falling back to CSV logs", exc)
-            return CSVTracker(run_dir, config)
-    raise ValueError(f"unknown logger.kind {kind!r} (wandb | csv | none)")
+    all_tags = list(dict.fromkeys(str(t) for t in [*cfg["tags"], *context_tags(ctx), *(tags or [])]))
+    try:
+        return WandbTracker(run_dir, config, project=cfg["project"], job_type=job_type, name=name,
+                            group=group_for(cfg, ctx), tags=all_tags, mode=cfg["mode"])
+    except Exception as exc:  # noqa: BLE001 - tracking must never kill a run
+        log.warning("W&B unavailable (%s); falling back to CSV logs", exc)
+        return CSVTracker(run_dir, config)
+
+
+# ----------------------------------------------------------------------------- training
+def lightning_logger(logger_cfg: Mapping[str, Any], run_dir: str | Path, config: Mapping[str, Any],
+                     name: str, context: Mapping[str, Any]) -> Any:
+    """Lightning's own logger for `logger.kind`: WandbLogger (offline unless logged in), CSVLogger
+    (`<run_dir>/logs/metrics.csv`), or False."""
+    cfg = dict(logger_cfg)
+    config = flatten(with_context(config, context))
+    if cfg["kind"] == "none":
+        return False
+    if cfg["kind"] == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        logger = CSVLogger(save_dir=str(run_dir), name="logs", version="")
+        logger.log_hyperparams(config)
+        return logger
+    try:
+        import wandb
+        from lightning.pytorch.loggers import WandbLogger
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        mode = wandb_mode(cfg["mode"])
+        tags = list(dict.fromkeys(str(t) for t in [*cfg["tags"], *context_tags(context)]))
+        logger = WandbLogger(project=cfg["project"], name=name, group=group_for(cfg, context),
+                             tags=tags, save_dir=str(run_dir), job_type="train", config=config,
+                             mode=mode, offline=mode == "offline", reinit="finish_previous",
+                             settings=wandb.Settings(silent=True, console="off"))
+        _ = logger.experiment  # start the run now (offline: no network)
+        return logger
+    except Exception as exc:  # noqa: BLE001 - tracking must never kill a run
+        log.warning("W&B unavailable (%s); falling back to CSV logs", exc)
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(run_dir), name="logs", version="")
+
+
+def log_summary(logger: Any, values: Mapping[str, Any]) -> None:
+    """Final values of a training run: W&B run summary, or `logs/summary.json` next to the CSV."""
+    if not logger:
+        return
+    flat = flatten(values, sep="/")
+    if type(logger).__name__ == "WandbLogger":
+        logger.experiment.summary.update(flat)
+    else:
+        folder = Path(logger.log_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.json").write_text(json.dumps(flat, indent=2, default=str))
+
+
+def close_logger(logger: Any, failed: bool) -> None:
+    """Flush and close a Lightning logger (called in `finally`: a crash leaves a finished run)."""
+    if not logger:
+        return
+    try:
+        logger.finalize("failed" if failed else "success")
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish(exit_code=1 if failed else 0)
+    except Exception as exc:  # noqa: BLE001 - never mask the run's own error
+        log.warning("closing the logger failed: %s", exc)

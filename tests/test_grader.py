@@ -13,7 +13,7 @@ import pytest
 
 from codeselect.evaluation.benchmarks import ground_truth
 from codeselect.evaluation.sandbox import detect_mode
-from codeselect.evaluation.scoring import score
+from codeselect.evaluation.correctness import score
 from codeselect.evaluation.wire import Opaque, WireError, decode, encode
 
 needs_ns = pytest.mark.skipif(detect_mode() == "none", reason="no namespace sandbox here")

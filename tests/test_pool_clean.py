@@ -19,14 +19,25 @@ EVALPLUS = "data/evalplus"
 
 @pytest.fixture(scope="module")
 def bench(shared: Path) -> dict[str, str]:
-    return {"humaneval": str(shared / EVALPLUS / "HumanEvalPlus-v0.1.10.jsonl"),
+    """conf/data/file.yaml's decontamination options with the benchmark files from ../shared."""
+    from omegaconf import OmegaConf
+
+    opts = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/data/file.yaml").decontamination)
+    return {**opts, "humaneval": str(shared / EVALPLUS / "HumanEvalPlus-v0.1.10.jsonl"),
             "mbpp": str(shared / EVALPLUS / "MbppPlus-v0.2.0.jsonl")}
+
+
+def dedup_opts(**changes):
+    from omegaconf import OmegaConf
+
+    opts = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/data/file.yaml").deduplication)
+    return {**opts, **changes}
 
 
 @pytest.fixture(scope="module")
 def tasks(bench: dict[str, str]) -> dict[str, dict]:
     out = {}
-    for path in bench.values():
+    for path in (bench["humaneval"], bench["mbpp"]):
         for line in open(path, encoding="utf-8"):
             t = json.loads(line)
             out[t["task_id"]] = t
@@ -161,12 +172,12 @@ def test_report_mode_keeps_the_pool_and_warns(shared: Path, tasks, bench, tmp_pa
 
 def test_near_duplicates_on_real_rows(shared: Path) -> None:
     pool = open_pool(shared / "data/instruct/code-instruct-15k.jsonl.gz").subset(np.arange(3000, 7000))
-    found = {r["id"]: r for r in find_duplicates(pool, {"method": "minhash"})}
+    found = {r["id"]: r for r in find_duplicates(pool, dedup_opts(method="minhash"))}
     # 4053 and 6103 differ only in "How would you translate" vs "Translate" (same code, same answer)
     assert found["6103"]["duplicate_of"] == "4053" and found["6103"]["kind"] == "near"
     a, b = pool.records[4053 - 3000], pool.records[6103 - 3000]
     assert a["response"] == b["response"] and a["instruction"] != b["instruction"]
-    assert set(find_duplicates(pool, {"method": "exact"})) <= set(found)
+    assert set(find_duplicates(pool, dedup_opts(method="exact"))) <= set(found)
 
 
 # ---- the selection in the pool's own format -----------------------------------------------------

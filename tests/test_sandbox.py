@@ -17,7 +17,7 @@ import textwrap
 import pytest
 
 from codeselect.evaluation.sandbox import Limits, detect_mode, resolve_mode
-from codeselect.evaluation.scoring import sanitize_samples, score
+from codeselect.evaluation.correctness import sanitize_samples, score
 
 ADD = "def add(x: int, y: int):\n"
 HONEST_ADD = ADD + "    return x + y\n"
@@ -275,7 +275,7 @@ def test_sanitizer_breaking_samples_are_kept_raw(humaneval, shared, cache_dir):
     from evalplus.sanitize import sanitize
 
     from codeselect.evaluation.reproduce import discover
-    from codeselect.evaluation.scoring import load_samples
+    from codeselect.evaluation.correctness import load_samples
 
     pub = discover(shared / "reference/evalplus_results", ["humaneval"], ["random"], ["5K"])[0]
     normal = load_samples(pub.raw, humaneval)[:6]

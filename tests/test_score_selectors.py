@@ -161,7 +161,9 @@ def real_records(shared: Path) -> list[dict]:
 def test_tiny_scorer_path_for_ifd_ppl_and_deita(real_records: list[dict], tmp_path: Path) -> None:
     from codeselect.scoring import compute_scores
 
-    scorer = {"model": "tiny", "batch_tokens": 4096}
+    from codeselect.config import conf_defaults
+
+    scorer = {**conf_defaults("scorer/tiny"), "batch_tokens": 4096}
     emb = clustered_unit_vectors(len(real_records), 8, 6, 0.3, seed=0)
     ifd_ctx = make_ctx(real_records, emb, tmp_path)
     ifd_pick = IFDSelector(scorer=scorer, progress=False).select(ifd_ctx, 10)
@@ -213,7 +215,7 @@ def test_select_py_end_to_end_with_tiny_scorer(selector: str, small_pool: tuple[
     lines = (run_dir / "pool-sn8.jsonl").read_text().splitlines()
     assert [str(json.loads(ln)["id"]) for ln in lines] == manifest["selected_ids"]
     assert manifest["config"]["scorer"]["model"] == "tiny"
-    assert manifest["selector_info"]["scorer_key" if selector != "deita" else "scoring"]
+    assert manifest["selector_info"]["stats"]["scorer_key" if selector != "deita" else "scoring"]
     written = [json.loads(ln) for ln in lines]
     if selector in ("ifd", "ppl"):  # the reference's records gain their score key, best first
         scores = [rec[selector] for rec in written]

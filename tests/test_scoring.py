@@ -41,7 +41,9 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny(**overrides) -> dict:
-    return {"model": "tiny", "batch_tokens": 4096, **overrides}
+    from codeselect.config import conf_defaults
+
+    return {**conf_defaults("scorer/tiny"), "batch_tokens": 4096, **overrides}
 
 
 def load_tiny(records: list[dict], cache: Path):
@@ -257,12 +259,14 @@ def test_scorer_config_errors_name_the_key() -> None:
     with pytest.raises(UserError, match=r"key 'scorer'.*unknown scorer option\(s\) \['batch_token'\]"):
         ScorerConfig.from_mapping({"model": "tiny", "batch_token": 3})
     with pytest.raises(UserError, match=r"key 'scorer.max_length': must be a positive integer"):
-        ScorerConfig.from_mapping({"model": "tiny", "max_length": 0})
+        ScorerConfig.from_mapping(tiny(max_length=0))
+    with pytest.raises(UserError, match=r"key 'scorer'.*missing scorer option\(s\) \['batch_tokens'"):
+        ScorerConfig.from_mapping({k: v for k, v in tiny().items() if k != "batch_tokens"})
 
 
 def test_missing_scorer_model_is_a_user_error(records: list[dict], tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"key 'scorer.model'.*cannot load the scorer config"):
-        compute_scores(records, ["ppl"], {"model": str(tmp_path / "no-such-model")}, cache_dir=tmp_path,
+        compute_scores(records, ["ppl"], tiny(model=str(tmp_path / "no-such-model")), cache_dir=tmp_path,
                        pool_hash="x", progress=False)
 
 

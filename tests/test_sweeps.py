@@ -23,7 +23,11 @@ def test_selector_grid_multirun_and_report(tmp_path: Path) -> None:
     # 3 selectors x 3 sizes; 20000 is larger than the default pool: those jobs fail, the sweep goes on
     out = run("select.py", "-m", "selector=ours,random,kcenter", "sample_num=100,200,20000",
               "logger=csv", "plot=false", f"hydra.sweep.dir={sweep}")
-    assert out.returncode == 0, out.stderr[-3000:]
+    # every job ran; then the sweep exits 2 (user errors only), naming the failed jobs on one line
+    assert out.returncode == 2, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 3 sweep job(s) failed: ") and "kcenter-sn20000" in last
+    assert "ours-sn20000" in last and "random-sn20000" in last
     manifests = sorted(sweep.glob("*/selection.json"))
     assert [p.parent.name for p in manifests] == ["kcenter-sn100", "kcenter-sn200", "ours-sn100",
                                                   "ours-sn200", "random-sn100", "random-sn200"]
@@ -57,9 +61,11 @@ def test_report_on_an_empty_folder_is_a_user_error(tmp_path: Path) -> None:
 def test_full_pipeline_sweep_with_the_tiny_model(tmp_path: Path, shared: Path) -> None:
     sweep = tmp_path / "pipe"
     mbpp = shared / "data/evalplus/MbppPlus-v0.2.0.jsonl"
+    # stage keys are ordinary overrides of the one config tree
     out = run("pipeline.py", "-m", "experiment=tiny", "selector=ours,random", "sample_num=100",
-              "logger=csv", f"hydra.sweep.dir={sweep}",
-              f"evaluate=['limit=2','generation.max_new_tokens=16','benchmark.path={mbpp}']", timeout=1800)
+              "logger=csv", f"hydra.sweep.dir={sweep}", "seed=42",
+              "train.trainer.max_steps=10", "evaluate.limit=2", "evaluate.generation.max_new_tokens=16",
+              "benchmarks=[mbpp]", f"benchmark_options.mbpp.path={mbpp}", timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
     for job in ("ours-sn100", "random-sn100"):
         summary = json.loads((sweep / job / "eval/mbpp/summary.json").read_text())
@@ -68,6 +74,12 @@ def test_full_pipeline_sweep_with_the_tiny_model(tmp_path: Path, shared: Path) -
         train = json.loads((sweep / job / "train/train.json").read_text())
         assert train["steps"] == 10 and (sweep / job / "train/checkpoint/config.json").is_file()
         assert not (sweep / job / "failed.json").exists()
+        # the resolved stage configs are in the job's .hydra/
+        hydra = sweep / job / ".hydra"
+        assert {"select.yaml", "train.yaml", "evaluate-mbpp.yaml"} <= {p.name for p in hydra.iterdir()}
+        staged = (hydra / "train.yaml").read_text()
+        assert "max_steps: 10" in staged and "model:\n  name: tiny" in staged
+        assert f"path: {sweep / job / 'select'}" in staged
     rep = subprocess.run([sys.executable, "-m", "codeselect.report", str(sweep)], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0, rep.stderr
@@ -75,3 +87,27 @@ def test_full_pipeline_sweep_with_the_tiny_model(tmp_path: Path, shared: Path) -
     assert {r["selector"] for r in rows} == {"ours", "random"}
     assert all(r["mbpp_base"] == "0.0" for r in rows)
     assert (sweep / "pass_at_1.png").is_file()
+
+
+def test_a_sweep_over_any_key_gives_each_job_its_own_dir(tmp_path: Path) -> None:
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"id": i, "instruction": f"Write function {i}",
+                                        "response": f"def f{i}():\n    return {i}\n"}) + "\n"
+                            for i in range(30)))
+    sweep = tmp_path / "sweep"
+    # parallel jobs (joblib): every job runs, the failures come back to the sweep, which exits 2
+    out = run("select.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "selector=random",
+              "seed=1,2,3", "sample_num=10,45", f"data.path={pool}", "logger=none", "plot=false",
+              "data.decontaminate=off", f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 2, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 3 sweep job(s) failed: random-sn45-seed1 (key 'sample_num': 45 is larger")
+    jobs = sorted(p.parent.name for p in sweep.glob("*/selection.json"))
+    assert jobs == ["random-sn10-seed1", "random-sn10-seed2", "random-sn10-seed3"]
+    assert sorted(p.parent.name for p in sweep.glob("*/failed.json")) == [
+        "random-sn45-seed1", "random-sn45-seed2", "random-sn45-seed3"]
+    import random
+
+    for seed in (1, 2, 3):  # each job's subset is its own seed's draw (SYSTEM.md: random.sample)
+        m = json.loads((sweep / f"random-sn10-seed{seed}" / "selection.json").read_text())
+        assert m["selected_ids"] == [str(i) for i in random.Random(seed).sample(range(30), 10)]

@@ -31,7 +31,10 @@ def tiny_model(cache_dir: Path):
 
     texts = [f"def f{i}(x):\n    return x + {i}\n" for i in range(50)]
     path = tiny_checkpoint(texts, cache_dir, {"max_position_embeddings": 512})
-    return load_model_and_tokenizer(str(path), {"attn_implementation": "sdpa"})
+    from omegaconf import OmegaConf
+
+    model_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "tiny.yaml"))
+    return load_model_and_tokenizer(str(path), model_cfg)
 
 
 def test_fsdp_config_is_full_shard_wrapped_and_checkpointed_per_decoder_layer(tiny_model) -> None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -137,15 +139,22 @@ def encode_sharded(texts: _Texts, opts: Mapping[str, Any], folder: Path, *, cach
     finally:
         if mp_pool is not None:
             model.stop_multi_process_pool(mp_pool)
-    first = np.load(_shard_file(folder, 0, slices[0]), mmap_mode="r")
-    dim = int(first.shape[1])
     out = folder / "vectors.npy"
-    tmp = folder / ".vectors.npy.tmp"
-    joined = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(texts), dim))
-    for k, s in enumerate(slices):
-        joined[s] = np.load(_shard_file(folder, k, s), mmap_mode="r")
-    joined.flush()
-    del joined
+    tmp = folder / f".vectors.npy.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"  # one per job of a sweep
+    try:
+        first = np.load(_shard_file(folder, 0, slices[0]), mmap_mode="r")
+        dim = int(first.shape[1])
+        joined = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(texts), dim))
+        for k, s in enumerate(slices):
+            joined[s] = np.load(_shard_file(folder, k, s), mmap_mode="r")
+        joined.flush()
+        del joined
+    except FileNotFoundError:  # a concurrent job joined the same shards first and removed them
+        tmp.unlink(missing_ok=True)
+        if not out.is_file():
+            raise
+        return {"encoded": len(todo), "reused": len(slices) - len(todo),
+                "dim": int(np.load(out, mmap_mode="r").shape[1])}
     tmp.replace(out)
     for k, s in enumerate(slices):
         _shard_file(folder, k, s).unlink(missing_ok=True)

@@ -97,8 +97,9 @@ def load_benchmark(name: str, path: str | None = None, *, download: bool = True,
         log.warning("HumanEval+ unavailable: using %s", HUMAN_EVAL_FALLBACK)
         return Benchmark(name, problems, digest, HUMAN_EVAL_FALLBACK, base_only=True,
                          humaneval_tests=True)
-    raise UserError(f"{name} data unavailable offline: pass benchmark.path=<{name} plus JSONL>",
-                    key="benchmark.path")
+    raise UserError(f"{name} data unavailable offline: pass benchmark.path=<{name} plus JSONL> "
+                    f"(pipeline.py: benchmark_options.{name}.path=...; or "
+                    f"{'HUMANEVAL' if name == 'humaneval' else 'MBPP'}_OVERRIDE_PATH)", key="benchmark.path")
 
 
 def _safe(task_id: str) -> str:

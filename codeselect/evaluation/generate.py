@@ -166,22 +166,14 @@ class HFBackend:
 
     def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto",
                  cfg: GenConfig = GenConfig(), trust_remote_code: bool = False) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from codeselect.selectors.base import resolve_device
+        from codeselect.hf import load_causal_lm, load_tokenizer, resolve_device, torch_dtype
 
         self.cfg = cfg
         self.device = resolve_device(device)
-        torch_dtype = (torch.bfloat16 if self.device.startswith("cuda") else torch.float32) \
-            if dtype == "auto" else getattr(torch, dtype)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                model, dtype=torch_dtype, trust_remote_code=trust_remote_code).to(self.device)
-        except OSError as exc:
-            raise UserError(f"cannot load model ({str(exc).splitlines()[0]})", file=model,
-                            key="model") from None
+        self.tokenizer = load_tokenizer(model, key="model", pad_fallback=False,
+                                        trust_remote_code=trust_remote_code)
+        self.model = load_causal_lm(model, dtype=torch_dtype(dtype, self.device, key="backend.dtype"),
+                                    key="model", trust_remote_code=trust_remote_code).to(self.device)
         self.model.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:

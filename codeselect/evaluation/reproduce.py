@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from codeselect.evaluation.benchmarks import Benchmark
-from codeselect.evaluation.scoring import load_samples, pass_at_k, sanitize_samples, score
+from codeselect.evaluation.correctness import load_samples, pass_at_k, sanitize_samples, score
 
 METHOD_ORDER = ["ours", "random", "kcenter", "dq", "deita", "ifd", "ppl", "full92K"]
 SIZE_ORDER = ["5K", "10K", "15K", "20K", "25K", "full"]

@@ -14,21 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from codeselect.cli import model_argv  # noqa: F401  (kept importable from here)
 from codeselect.errors import UserError
 
 log = logging.getLogger("codeselect.evaluate")
-
-
-def model_argv(argv: Sequence[str], conf_dir: Path) -> list[str]:
-    """`model=<path or hub id>` -> `model=hf model.path=<...>` (the `model` group is shared with
-    train.py: a known group option such as `model=deepseek-coder-6.7b` is kept as is)."""
-    out = []
-    for arg in argv:
-        if arg.startswith("model=") and not (conf_dir / "model" / f"{arg[6:]}.yaml").is_file():
-            out += ["model=hf", f"model.path={arg[6:]}"]
-        else:
-            out.append(arg)
-    return out
 
 
 def _gen_config(cfg: Any) -> Any:
@@ -62,9 +51,9 @@ def make_backend(cfg: Any, model: str, gen: Any) -> Any:
 def _model_path(cfg: Any) -> str:
     from omegaconf import OmegaConf
 
-    m = cfg.get("model") or {}
+    m = cfg.model
     missing = OmegaConf.is_missing(m, "path") if "path" in m else True
-    path = None if missing or m.get("source", "hf") != "hf" else m.get("path")
+    path = None if missing or m.source != "hf" else m.path
     if not path:
         raise UserError("nothing to evaluate: pass samples=<file.jsonl> or model=<checkpoint "
                         "folder or hub id>", key="model")
@@ -80,7 +69,7 @@ def generate(cfg: Any, bench: Any, problems: dict[str, Any]) -> Path:
     model = _model_path(cfg)
     gen = _gen_config(cfg)
     out = output_path(cfg.root, bench.name, model, cfg.backend.name, gen.temperature,
-                      cfg.get("model_id"))
+                      cfg.model_id)
     backend = make_backend(cfg, model, gen)
     started = time.time()
     generate_samples(problems, bench.name, backend, backend.tokenizer, gen, out,
@@ -97,20 +86,20 @@ def run_evaluation(cfg: Any, run_dir: Path) -> dict[str, Any]:
     from codeselect.data import write_json, write_jsonl
     from codeselect.evaluation.benchmarks import load_benchmark
     from codeselect.evaluation.sandbox import Limits, resolve_mode
-    from codeselect.evaluation.scoring import (is_sanitized, load_samples, per_task_rows,
+    from codeselect.evaluation.correctness import (is_sanitized, load_samples, per_task_rows,
                                                sanitize_samples, sanitized_name, score,
                                                summarize, write_eval_results)
-    from codeselect.tracking import start_tracker
+    from codeselect.tracking import run_context, start_tracker
 
     started = time.time()
     b = cfg.benchmark
-    bench = load_benchmark(str(b.name), b.get("path"), download=bool(b.download),
+    bench = load_benchmark(str(b.name), b.path, download=bool(b.download),
                            fallback=bool(b.fallback))
     problems = bench.problems
-    if cfg.get("limit"):
+    if cfg.limit:
         problems = dict(list(problems.items())[: int(cfg.limit)])
     timings: dict[str, float] = {}
-    if cfg.get("samples"):
+    if cfg.samples:
         samples_path = Path(str(cfg.samples)).expanduser()
         generated = False
     else:
@@ -119,13 +108,9 @@ def run_evaluation(cfg: Any, run_dir: Path) -> dict[str, Any]:
         timings["generate_s"] = round(time.time() - t, 2)
         generated = True
     samples = load_samples(samples_path, bench)  # validates before anything is written
-    if generated or cfg.get("limit"):
+    if generated or cfg.limit:
         samples = [s for s in samples if s["task_id"] in problems]
-    san_mode = str(cfg.sanitize)
-    if san_mode not in ("auto", "true", "false", "True", "False"):
-        raise UserError(f"must be auto, true or false, got {san_mode!r}", key="sanitize")
-    do_sanitize = (not is_sanitized(samples_path) if san_mode == "auto"
-                   else san_mode.lower() == "true")
+    do_sanitize = not is_sanitized(samples_path) if cfg.sanitize == "auto" else bool(cfg.sanitize)
     sb = cfg.sandbox
     limits = Limits(memory_mb=int(sb.memory_mb), cpu_s=int(sb.cpu_s), nproc=int(sb.nproc),
                     fsize_mb=int(sb.fsize_mb), nofile=int(sb.nofile), tmpfs_mb=int(sb.tmpfs_mb),
@@ -134,7 +119,7 @@ def run_evaluation(cfg: Any, run_dir: Path) -> dict[str, Any]:
         mode = resolve_mode(str(sb.mode))
     except ValueError as exc:
         raise UserError(str(exc), key="sandbox.mode") from None
-    workers = cfg.get("workers") or os.cpu_count()
+    workers = cfg.workers or os.cpu_count()
     t = time.time()
     if do_sanitize:
         san = cfg.sanitizer
@@ -162,11 +147,10 @@ def run_evaluation(cfg: Any, run_dir: Path) -> dict[str, Any]:
     log.info("%s pass@1: base %.3f, plus %s (%d tasks%s)", bench.name, p1["base"],
              "n/a" if p1["plus"] is None else f"{p1['plus']:.3f}", summary["n_tasks"],
              ", base tests only" if bench.base_only else "")
-    tracker = start_tracker(cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True),
-                            job_type="evaluate", name=f"{bench.name}-{Path(samples_path).stem}",
-                            tags=[bench.name])
-    tracker.summary({k: v for k, v in summary.items() if k != "sandbox_errors"})
-    tracker.log_table("per_task", ["task_id", "sample", "base_status", "plus_status"],
-                      per_task_rows(results))
-    tracker.finish()
+    with start_tracker(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True),
+                       job_type="evaluate", name=f"{bench.name}-{Path(samples_path).stem}",
+                       tags=[bench.name], context=run_context(cfg, "evaluate", run_dir)) as tracker:
+        tracker.summary({k: v for k, v in summary.items() if k != "sandbox_errors"})
+        tracker.log_table("per_task", ["task_id", "sample", "base_status", "plus_status"],
+                          per_task_rows(results))
     return summary

@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 MODES = ("report", "remove", "off")
 
 
-def _mode(value: Any, key: str, default: str) -> str:
-    mode = default if value is None else ("off" if value is False else str(value))
+def _mode(value: Any, key: str) -> str:
+    mode = "off" if value is False else str(value)  # YAML reads a bare `off` as false
     if mode not in MODES:
         raise UserError(f"must be one of {', '.join(MODES)}, got {mode!r}", key=key)
     return mode
@@ -38,10 +38,10 @@ def decontaminate(pool: Any, data_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The `decontamination` manifest section; `rows` holds the flagged rows (pool positions too)."""
     from codeselect.pool.decontaminate import build_index, find_contamination
 
-    mode = _mode(data_cfg.get("decontaminate"), "data.decontaminate", "report")
+    mode = _mode(data_cfg["decontaminate"], "data.decontaminate")
     if mode == "off":
         return {"mode": "off"}
-    opts = _plain(data_cfg.get("decontamination"))
+    opts = _plain(data_cfg["decontamination"])
     t0 = time.perf_counter()
     index, info = build_index(opts)
     if index is None:
@@ -51,7 +51,7 @@ def decontaminate(pool: Any, data_cfg: Mapping[str, Any]) -> dict[str, Any]:
             raise UserError(msg, key="data.decontamination")
         log.warning("decontamination skipped: %s", msg)
         return {"mode": mode, "status": "skipped", "reason": msg, **info}
-    fields = list(opts.get("fields") or ["instruction", "response"])
+    fields = list(opts["fields"])
     for f in fields:
         if f not in ("instruction", "response"):
             raise UserError(f"must be instruction and/or response, got {f!r}", key="data.decontamination.fields")
@@ -77,16 +77,16 @@ def deduplicate(pool: Any, data_cfg: Mapping[str, Any], skip: set[int] | None = 
     """The `deduplication` manifest section (rows already removed by decontamination are skipped)."""
     from codeselect.pool.dedup import find_duplicates
 
-    mode = _mode(data_cfg.get("dedup"), "data.dedup", "off")
+    mode = _mode(data_cfg["dedup"], "data.dedup")
     if mode == "off":
         return {"mode": "off"}
-    opts = _plain(data_cfg.get("deduplication"))
+    opts = _plain(data_cfg["deduplication"])
     t0 = time.perf_counter()
     rows = [r for r in find_duplicates(pool, opts) if not skip or r["position"] not in skip]
     kinds = {"exact": sum(r["kind"] == "exact" for r in rows), "near": sum(r["kind"] == "near" for r in rows)}
     log.warning("deduplication: %d duplicates (%d exact, %d near) of %d rows; %s", len(rows), kinds["exact"],
                 kinds["near"], len(pool), "removed before selection" if mode == "remove" else "kept in the pool")
-    return {"mode": mode, "method": str(opts.get("method", "minhash")), "threshold": opts.get("threshold"),
+    return {"mode": mode, "method": str(opts["method"]), "threshold": opts["threshold"],
             "found": len(rows), **kinds, "removed": len(rows) if mode == "remove" else 0, "rows": rows,
             "seconds": round(time.perf_counter() - t0, 3)}
 

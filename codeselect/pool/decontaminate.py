@@ -179,18 +179,18 @@ class NgramIndex:
 
 def build_index(cfg: Mapping[str, Any]) -> tuple[NgramIndex | None, dict[str, Any]]:
     """The index for `data.decontamination`, and what it was built from (None when no benchmark file)."""
-    n = int(cfg.get("ngram", 13))
+    n = int(cfg["ngram"])
     if n < 1:
         raise UserError(f"must be positive, got {n}", key="data.decontamination.ngram")
-    parts = list(cfg.get("parts") or PARTS)
+    parts = list(cfg["parts"])
     bad = [p for p in parts if p not in PARTS]
     if bad:
         raise UserError(f"unknown part {bad[0]!r} (known: {', '.join(PARTS)})", key="data.decontamination.parts")
     texts, info = [], {"ngram": n, "parts": parts, "benchmarks": {}}
-    for name in cfg.get("benchmarks") or list(BENCHMARKS):
+    for name in cfg["benchmarks"]:
         if name not in BENCHMARKS:
             raise UserError(f"unknown benchmark {name!r} (humaneval | mbpp)", key="data.decontamination.benchmarks")
-        path = benchmark_file(name, cfg.get(name))
+        path = benchmark_file(name, cfg[name])
         if path is None:
             info["benchmarks"][name] = None
             continue

@@ -86,11 +86,11 @@ def near_duplicates(pool: Any, threshold: float = 0.8, num_perm: int = 128, shin
 
 def find_duplicates(pool: Any, cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Duplicates by `data.deduplication.method` (exact | minhash, which includes exact), pool order."""
-    method = str(cfg.get("method", "minhash"))
+    method = str(cfg["method"])
     if method not in ("exact", "minhash"):
         raise UserError(f"must be exact or minhash, got {method!r}", key="data.deduplication.method")
     found = exact_duplicates(pool)
     if method == "minhash":
-        found += near_duplicates(pool, float(cfg.get("threshold", 0.8)), int(cfg.get("num_perm", 128)),
-                                 int(cfg.get("shingle", 5)), skip={d["position"] for d in found})
+        found += near_duplicates(pool, float(cfg["threshold"]), int(cfg["num_perm"]), int(cfg["shingle"]),
+                                 skip={d["position"] for d in found})
     return sorted(found, key=lambda d: d["position"])

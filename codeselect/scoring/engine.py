@@ -109,12 +109,16 @@ def compute_scores(records: Sequence[dict[str, Any]], kinds: Sequence[str],
                         progress, Path(cache_dir))
             computed_batches = len(pending)
         for kind, ts in stores.items():
-            values, done = store.load_parts(kind, n)
+            parts = store.part_files(kind)
+            values, done = store.load_parts(kind, n, parts)
             missing = ts.scorable() & ~done
+            if missing.any() and (final := store.load_final(kind, n)) is not None:
+                out[kind] = final  # a concurrent job finished this kind and took part files we wrote
+                continue
             if missing.any():
                 raise RuntimeError(f"scoring {kind} left {int(missing.sum())} samples unscored")
             values[~ts.scorable()] = np.nan
-            store.finalize(kind, values)
+            store.finalize(kind, values, parts)
             out[kind] = values
     if info is not None:
         info.update({"scorer": cfg.model, "scorer_key": key, "scores_dir": str(store.root),

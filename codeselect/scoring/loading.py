@@ -38,16 +38,9 @@ def _hub_kwargs(cfg: ScorerConfig) -> dict[str, Any]:
 
 def load_tokenizer(cfg: ScorerConfig, source: str) -> Any:
     """The scorer's tokenizer; a load failure (missing path, no network) is a UserError."""
-    from transformers import AutoTokenizer
+    from codeselect.hf import load_tokenizer as load
 
-    try:
-        tok = AutoTokenizer.from_pretrained(source, **_hub_kwargs(cfg))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load the scorer tokenizer from {source!r} "
-                        f"({str(exc).splitlines()[0]})", key="scorer.model") from None
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
-    return tok
+    return load(source, key="scorer.model", **_hub_kwargs(cfg))
 
 
 def resolve_max_length(cfg: ScorerConfig, source: str) -> int:
@@ -70,12 +63,7 @@ def resolve_max_length(cfg: ScorerConfig, source: str) -> int:
 
 def load_model(cfg: ScorerConfig, source: str, device: str) -> Any:
     """The scorer model in eval mode, in fp32 on CPU / bf16 on GPU (or `cfg.dtype`)."""
-    from transformers import AutoModelForCausalLM
+    from codeselect.hf import load_causal_lm
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=cfg.torch_dtype(device),
-                                                     **_hub_kwargs(cfg))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load the scorer model from {source!r} "
-                        f"({str(exc).splitlines()[0]})", key="scorer.model") from None
-    return model.eval()
+    return load_causal_lm(source, dtype=cfg.torch_dtype(device), key="scorer.model",
+                          **_hub_kwargs(cfg)).eval()

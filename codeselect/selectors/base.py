@@ -34,18 +34,13 @@ class Selector(ABC):
     """Base class. Subclasses are built by `hydra.utils.instantiate` from `conf/selector/<name>.yaml`."""
 
     name: str = "base"
-    needs_embeddings: bool = True
 
     @abstractmethod
     def select(self, ctx: SelectionContext, k: int) -> list[int]:
         """Return exactly k distinct pool indices (0-based), in the selector's own order."""
 
 
-def resolve_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+from codeselect.hf import resolve_device  # noqa: E402,F401  (the one device rule; selectors import it here)
 
 
 def check_k(k: int, n: int) -> None:

@@ -15,8 +15,6 @@ from codeselect.selectors.base import SelectionContext, Selector, check_k
 class RandomSelector(Selector):
     """k distinct pool indices, the reference's draw for `ctx.seed` (42 by default), in draw order."""
 
-    needs_embeddings = False
-
     def __init__(self, name: str = "random") -> None:
         self.name = name
 

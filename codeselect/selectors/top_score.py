@@ -13,8 +13,6 @@ class TopScoreSelector(Selector):
     """Keeps the k samples with the highest score (ties keep pool order; NaN ranks last). The
     scores come from the scorer LM (`scorer`), or from a JSONL file keyed by id (`scores_path`)."""
 
-    needs_embeddings = False
-
     def __init__(self, scorer: Any = None, scores_path: str | None = None, name: str | None = None,
                  progress: bool = True) -> None:
         self.scorer, self.scores_path, self.progress = scorer, scores_path, progress

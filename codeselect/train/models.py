@@ -21,16 +21,11 @@ from codeselect.errors import UserError
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def torch_dtype(name: str | None, key: str = "model.dtype") -> torch.dtype | None:
-    """'bfloat16' -> torch.bfloat16; None/'auto' -> None."""
-    if name in (None, "auto"):
-        return None
-    if name not in DTYPES:
-        raise UserError(f"must be one of auto, {', '.join(DTYPES)}; got {name!r}", key=key)
-    return DTYPES[name]
+    """'bfloat16' -> torch.bfloat16; None/'auto' -> None (the checkpoint's own dtype)."""
+    from codeselect.hf import torch_dtype as resolve
+
+    return resolve(name, key=key)
 
 
 def smollm2_checkpoint(cache_dir: Path) -> Path:
@@ -85,13 +80,13 @@ def tiny_checkpoint(texts: Sequence[str], cache_dir: Path, cfg: dict[str, Any]) 
 
 def resolve_model_path(cfg: dict[str, Any], cache_dir: Path, texts: Sequence[str]) -> str:
     """The folder or Hub id to load for `model.source`."""
-    source = cfg.get("source", "hf")
+    source = cfg["source"]
     if source == "tiny":
         return str(tiny_checkpoint(texts, cache_dir, cfg))
     if source == "smollm2":
         return str(smollm2_checkpoint(cache_dir))
     if source == "hf":
-        path = cfg.get("path")
+        path = cfg["path"]
         if not path:
             raise UserError("set model.path to a Hub id or a local folder", key="model.path")
         return str(path)
@@ -112,25 +107,20 @@ def attn_implementation(name: str | None) -> str:
 
 def load_model_and_tokenizer(path: str, cfg: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
     """AutoModelForCausalLM + tokenizer (pad token set), with optional LoRA; cache off for training."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from codeselect.hf import load_causal_lm, load_tokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype(cfg.get("dtype")) or "auto",
-            attn_implementation=attn_implementation(cfg.get("attn_implementation")))
-    except OSError as exc:
-        raise UserError(f"cannot load model {path!r}: {str(exc).splitlines()[0]}", key="model.path") from None
+    tokenizer = load_tokenizer(path, key="model.path", pad_fallback=False)
+    model = load_causal_lm(path, dtype=torch_dtype(cfg["dtype"]), key="model.path",
+                           attn_implementation=attn_implementation(cfg["attn_implementation"]))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.use_cache = False
     model.train()
-    lora = cfg.get("lora") or {}
-    if lora.get("enabled"):
+    lora = cfg["lora"]
+    if lora["enabled"]:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(
-            task_type="CAUSAL_LM", r=int(lora.get("r", 16)), lora_alpha=int(lora.get("alpha", 32)),
-            lora_dropout=float(lora.get("dropout", 0.05)),
-            target_modules=lora.get("target_modules", "all-linear")))
+            task_type="CAUSAL_LM", r=int(lora["r"]), lora_alpha=lora["alpha"],
+            lora_dropout=float(lora["dropout"]), target_modules=lora["target_modules"]))
     return model, tokenizer

@@ -60,13 +60,13 @@ class SFTModule(pl.LightningModule):
 
 
 class StepLogger(pl.Callback):
-    """After every optimizer step: mean loss, tokens/s (all ranks), learning rate -> the tracker.
+    """After every optimizer step: mean loss, tokens/s (all ranks), learning rate -> the trainer's
+    loggers (Lightning's WandbLogger / CSVLogger, see codeselect.tracking.lightning_logger).
 
     Also keeps the per-step losses and totals that train.json reports.
     """
 
-    def __init__(self, tracker: Any = None) -> None:
-        self.tracker = tracker
+    def __init__(self) -> None:
         self.losses: list[float] = []
         self.tokens = 0
         self.slots = 0
@@ -105,9 +105,10 @@ class StepLogger(pl.Callback):
         self.losses.append(loss)
         self.tokens += tokens
         self.slots += slots
-        if trainer.is_global_zero and self.tracker is not None:
+        if trainer.is_global_zero and trainer.loggers:
             lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
-            self.tracker.log({"train/loss": loss, "train/tokens_per_s": tokens / dt if dt > 0 else 0.0,
-                              "train/lr": lr, "train/tokens": self.tokens,
-                              "train/non_pad_fraction": tokens / slots if slots else 0.0},
-                             step=trainer.global_step)
+            metrics = {"train/loss": loss, "train/tokens_per_s": tokens / dt if dt > 0 else 0.0,
+                       "train/lr": lr, "train/tokens": self.tokens,
+                       "train/non_pad_fraction": tokens / slots if slots else 0.0}
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)

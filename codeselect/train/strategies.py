@@ -39,7 +39,7 @@ def _dtype(name: str | None, key: str) -> torch.dtype | None:
 def fsdp_mixed_precision(cfg: dict[str, Any]) -> Any:
     """An explicit torch `MixedPrecision` from `strategy.mixed_precision`, or None (then the trainer's
     `precision`, e.g. bf16-mixed, sets it)."""
-    mp = cfg.get("mixed_precision")
+    mp = cfg["mixed_precision"]
     if not mp:
         return None
     from torch.distributed.fsdp import MixedPrecision
@@ -54,7 +54,7 @@ def deepspeed_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
     Batch size, gradient accumulation, clipping and bf16 are filled in by Lightning from the trainer.
     """
-    ds = dict(cfg.get("config") or {})
+    ds = dict(cfg["config"])
     if "gradient_accumulation_steps" in ds:
         raise UserError("set trainer.accumulate_grad_batches instead",
                         key="strategy.config.gradient_accumulation_steps")
@@ -77,25 +77,25 @@ def deepspeed_config(cfg: dict[str, Any]) -> dict[str, Any]:
 def build_strategy(cfg: dict[str, Any], layer_classes: Iterable[type[torch.nn.Module]] = (),
                    *, activation_checkpointing: bool = True) -> Any:
     """A Lightning strategy (or the string Lightning accepts) from the `strategy` config group."""
-    kind = cfg.get("kind")
+    kind = cfg["kind"]
     if kind == "single":
         return "auto"
     if kind == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
-        return DDPStrategy(find_unused_parameters=bool(cfg.get("find_unused_parameters", False)),
+        return DDPStrategy(find_unused_parameters=bool(cfg["find_unused_parameters"]),
                            gradient_as_bucket_view=True)
     if kind == "fsdp":
         from lightning.pytorch.strategies import FSDPStrategy
 
         layers = set(layer_classes)
         return FSDPStrategy(
-            sharding_strategy=str(cfg.get("sharding_strategy", "FULL_SHARD")),
+            sharding_strategy=str(cfg["sharding_strategy"]),
             auto_wrap_policy=layers,
             activation_checkpointing_policy=layers if activation_checkpointing else None,
             mixed_precision=fsdp_mixed_precision(cfg),
-            cpu_offload=bool(cfg.get("cpu_offload", False)),
-            state_dict_type=str(cfg.get("state_dict_type", "sharded")),
+            cpu_offload=bool(cfg["cpu_offload"]),
+            state_dict_type=str(cfg["state_dict_type"]),
             limit_all_gathers=True, use_orig_params=True, sync_module_states=False)
     if kind == "deepspeed":
         from lightning.pytorch.strategies import DeepSpeedStrategy

@@ -11,7 +11,7 @@ import pytest
 from codeselect.errors import UserError
 from codeselect.evaluation.benchmarks import HUMAN_EVAL_FALLBACK, load_benchmark
 from codeselect.evaluation.reproduce import check_file, discover
-from codeselect.evaluation.scoring import (load_samples, pass_at_k, sanitize_samples, score,
+from codeselect.evaluation.correctness import (load_samples, pass_at_k, sanitize_samples, score,
                                            summarize)
 
 

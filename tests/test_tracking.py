@@ -1,0 +1,134 @@
+"""Every stage's W&B run carries selector, sample_num, stage and job id, read back from the offline
+run files (WANDB_MODE=offline), and the jobs of a sweep share a group."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_wandb_run(path: Path) -> dict:
+    """Group, tags, config and logged keys of an offline `.wandb` file. The file is a LevelDB-style
+    log (a 7-byte `:W&B` header, then 32 KiB blocks of chunks: crc32, length, type) of `Record`
+    protobufs; read here independently of the SDK, which no longer ships a reader."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    block, pos, pending, records = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        room = block - pos % block
+        if room < 7:  # block trailer
+            pos += room
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        pending += chunk
+        if kind in (1, 4):  # FULL or LAST
+            records.append(pending)
+            pending = b""
+    out: dict = {"config": {}, "history_keys": set(), "summary": {}}
+    for raw in records:
+        rec = pb.Record()
+        rec.ParseFromString(raw)
+        which = rec.WhichOneof("record_type")
+        if which == "run":
+            out["group"], out["tags"], out["job_type"] = rec.run.run_group, list(rec.run.tags), rec.run.job_type
+            out["config"].update({i.key: json.loads(i.value_json) for i in rec.run.config.update})
+        elif which == "config":
+            out["config"].update({i.key: json.loads(i.value_json) for i in rec.config.update})
+        elif which == "history":
+            out["history_keys"].update(i.key or "/".join(i.nested_key) for i in rec.history.item)
+        elif which == "summary":
+            out["summary"].update({i.key: i.value_json for i in rec.summary.update})
+    return out
+
+
+def runs_in(folder: Path) -> list[dict]:
+    return [read_wandb_run(p) for p in sorted(folder.glob("**/offline-run-*/run-*.wandb"))]
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline")
+    out = subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_every_stage_carries_selector_sample_num_stage_and_job(tmp_path: Path, shared: Path) -> None:
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"id": i, "instruction": f"Write a function that adds {i} to x",
+                                        "response": f"def add_{i}(x):\n    return x + {i}\n"}) + "\n"
+                            for i in range(40)))
+    sweep = tmp_path / "sweep"
+    run("select.py", "-m", "selector=random,kcenter", "sample_num=12", f"data.path={pool}", "plot=false",
+        "data.decontaminate=off", f"hydra.sweep.dir={sweep}")
+    selects = {r["config"]["selector.name"]: r for r in runs_in(sweep)}
+    assert set(selects) == {"random", "kcenter"}
+    for name, r in selects.items():
+        assert r["config"]["sample_num"] == 12 and r["config"]["stage"] == "select"
+        assert r["config"]["job_id"].endswith(f"{name}-sn12")
+        assert {"select", name, "sn12", f"job:{r['config']['job_id']}"} <= set(r["tags"])
+        assert r["job_type"] == "select"
+        assert "metrics/mmd" in r["summary"]
+    assert len({r["group"] for r in selects.values()}) == 1 and selects["random"]["group"]  # one group per sweep
+
+    selection = sweep / "random-sn12" / "pool-sn12.jsonl"
+    train_dir = tmp_path / "train"
+    run("train.py", "experiment=tiny", f"data.path={selection}", "trainer.max_steps=2",
+        "trainer.enable_progress_bar=false", f"hydra.run.dir={train_dir}")
+    (train,) = runs_in(train_dir)
+    assert train["config"]["selector.name"] == "random" and train["config"]["sample_num"] == 12
+    assert train["config"]["stage"] == "train" and {"train", "random", "sn12"} <= set(train["tags"])
+    assert train["config"]["job_id"].endswith("train") and "train/loss" in train["history_keys"]
+    assert "final_loss" in train["summary"]
+
+    eval_dir = tmp_path / "eval"
+    run("evaluate.py", f"model={train_dir / 'checkpoint'}", "benchmark=mbpp",
+        f"benchmark.path={shared / 'data/evalplus/MbppPlus-v0.2.0.jsonl'}", "limit=1",
+        "generation.max_new_tokens=8", f"root={tmp_path / 'gens'}", f"hydra.run.dir={eval_dir}")
+    (ev,) = runs_in(eval_dir)
+    assert ev["config"]["selector.name"] == "random" and ev["config"]["sample_num"] == 12
+    assert ev["config"]["stage"] == "evaluate" and {"evaluate", "random", "sn12", "mbpp"} <= set(ev["tags"])
+    assert ev["config"]["job_id"] == train["config"]["job_id"]  # the model's training job
+    assert f"job:{train['config']['job_id']}" in ev["tags"]
+    assert "pass@1/base" in ev["summary"]
+
+
+def test_a_crashed_training_run_leaves_a_flushed_csv(tmp_path: Path, monkeypatch) -> None:
+    """`finally` closes Lightning's logger: after a crash mid-training the CSV has the steps done."""
+    import lightning.pytorch as pl
+    import pytest
+    from hydra import compose, initialize_config_dir
+
+    from codeselect.config.stages import stage_view
+    from codeselect.train.run import run_training
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "instruction": f"Task {i}", "response": f"x = {i}\n"}) + "\n"
+                            for i in range(16)))
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = stage_view(compose("train", overrides=["experiment=tiny", f"data.path={data}", "logger=csv",
+                                                     "trainer.enable_progress_bar=false"]), "train")
+
+    class Boom(pl.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step >= 3:
+                raise RuntimeError("boom")
+
+    real_trainer = pl.Trainer
+    monkeypatch.setattr(pl, "Trainer", lambda *a, callbacks=(), **kw: real_trainer(
+        *a, callbacks=[*callbacks, Boom()], **kw))
+    with pytest.raises(RuntimeError, match="boom"):
+        run_training(cfg, tmp_path / "run")
+    rows = (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()
+    assert "train/loss" in rows[0] and len(rows) == 1 + 3  # header + the 3 steps before the crash
