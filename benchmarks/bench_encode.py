@@ -12,11 +12,15 @@ warm, with these `embedding` settings:
 - `backend=torch dtype=bfloat16`: bf16 autocast on the CPU;
 - `backend=openvino dtype=float32` and `dtype=bfloat16`: OpenVINO on the CPU;
 - "torch bf16 weights" (no config key: measured to compare): the default model with its weights cast
-  to bf16, SDPA attention, pooling in float32.
+  to bf16, SDPA attention, pooling in float32;
+- "onnxruntime float32" (no config key; only when `onnxruntime` and `onnx` import): the transformer
+  exported with torch.onnx (TorchScript exporter, dynamic axes), run by onnxruntime's CPU provider on
+  the torch thread count, in the same sentence-transformers pipeline.
 
 Rounds interleave the paths (the order alternates) and the table gives medians of texts/s (wall
 clock) and texts per CPU-second (process time of all threads; what contention disturbs least).
-"load s" is the first (warm-up) call of 8 texts; for OpenVINO it includes converting and compiling the model.
+"load s": building the path and its first (warm-up) call of 8 texts, the model already loaded; for
+OpenVINO and onnxruntime it includes converting (exporting) and compiling the model.
 Writes benchmarks/results/encode.md.
 """
 from __future__ import annotations
@@ -42,17 +46,20 @@ sys.path.insert(0, str(REPO))
 DEFAULT = "torch float32 (default)"
 
 
-def variants(base: dict[str, Any], cache: Path) -> dict[str, Callable[[list[str]], np.ndarray]]:
-    """Name -> a function encoding a list of texts (float32, unit rows)."""
+Encode = Callable[[list[str]], np.ndarray]
+
+
+def variants(base: dict[str, Any], cache: Path) -> dict[str, Callable[[], Encode]]:
+    """Name -> a factory of a function encoding a list of texts (float32, unit rows)."""
     import torch
 
     from codeselect.embed.encoder import encode_texts, encoder_for
 
-    def configured(**over: Any) -> Callable[[list[str]], np.ndarray]:
+    def configured(**over: Any) -> Callable[[], Encode]:
         opts = {**base, **over}
-        return lambda texts: encode_texts(texts, opts, cache_dir=cache)
+        return lambda: lambda texts: encode_texts(texts, opts, cache_dir=cache)
 
-    def bf16_weights() -> Callable[[list[str]], np.ndarray]:
+    def bf16_weights() -> Encode:
         model = copy.deepcopy(encoder_for(base, cache, "cpu")).to(torch.bfloat16)
 
         def run(texts: list[str]) -> np.ndarray:
@@ -61,11 +68,66 @@ def variants(base: dict[str, Any], cache: Path) -> dict[str, Callable[[list[str]
             return torch.nn.functional.normalize(e, dim=1).numpy()
         return run
 
-    return {DEFAULT: configured(),
-            "torch bf16 autocast": configured(dtype="bfloat16"),
-            "torch bf16 weights": bf16_weights(),
-            "openvino float32": configured(backend="openvino"),
-            "openvino bfloat16": configured(backend="openvino", dtype="bfloat16")}
+    out = {DEFAULT: configured(),
+           "torch bf16 autocast": configured(dtype="bfloat16"),
+           "torch bf16 weights": bf16_weights,
+           "openvino float32": configured(backend="openvino"),
+           "openvino bfloat16": configured(backend="openvino", dtype="bfloat16")}
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        print(f"onnxruntime variant skipped ({exc})", flush=True)
+    else:
+        out["onnxruntime float32"] = lambda: onnxruntime_variant(base, cache)
+    return out
+
+
+def onnxruntime_variant(base: dict[str, Any], cache: Path) -> Encode:
+    """The transformer exported to ONNX and run by onnxruntime inside the sentence-transformers pipeline."""
+    import onnxruntime as ort
+    import torch
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from codeselect.embed.encoder import encoder_for
+
+    model = copy.deepcopy(encoder_for(base, cache, "cpu"))
+    hf = model[0].auto_model
+    example = dict(model.tokenizer(["a b", "a longer example text"], padding=True, return_tensors="pt"))
+    names = list(example)
+
+    class Export(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hf = hf
+
+        def forward(self, *args: torch.Tensor) -> torch.Tensor:
+            return self.hf(**dict(zip(names, args)), return_dict=True).last_hidden_state
+
+    path = cache / f"bench-{Path(str(base['model'])).name}.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {k: {0: "batch", 1: "seq"} for k in [*names, "last_hidden_state"]}
+    torch.onnx.export(Export().eval(), tuple(example[k] for k in names), str(path), input_names=names,
+                      output_names=["last_hidden_state"], dynamic_axes=axes, dynamo=False, opset_version=17)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    class Run(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = hf.config
+
+        def forward(self, **features: torch.Tensor) -> Any:
+            out = session.run(None, {k: features[k].numpy() for k in names})[0]
+            return BaseModelOutput(last_hidden_state=torch.from_numpy(out))
+
+    model[0].model = Run()
+
+    def run(texts: list[str]) -> np.ndarray:
+        e = model.encode(texts, batch_size=int(base["batch_size"]), convert_to_tensor=True, show_progress_bar=False)
+        return torch.nn.functional.normalize(e.float(), dim=1).numpy()
+    return run
 
 
 def main() -> None:
@@ -74,6 +136,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512, help="texts per timed call (MiniLM)")
     ap.add_argument("--n-mpnet", type=int, default=None, help="texts per timed call for mpnet (default: --n)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=None, help="batch size for every path (default: the config's)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "encode.md")
     args = ap.parse_args()
 
@@ -90,14 +153,16 @@ def main() -> None:
         texts = sample[:(args.n_mpnet or args.n) if name == "mpnet" else args.n]
         base = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "embedding" / f"{name}.yaml"))
         base["show_progress"] = False
+        base["batch_size"] = args.batch or base["batch_size"]
         load0 = os.getloadavg()[0]
         model = encoder_for(base, cache, "cpu")
         n_tok = [len(x) for x in model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]]
-        paths, load_s = {}, {}
+        paths: dict[str, Encode] = {}
+        load_s: dict[str, float] = {}
         for v, make in variants(base, cache).items():  # build each, then warm it up (first calls allocate)
             t0 = time.perf_counter()
-            paths[v] = make
-            make(texts[:8])
+            paths[v] = make()
+            paths[v](texts[:8])
             load_s[v] = time.perf_counter() - t0
         speeds: dict[str, list[float]] = {v: [] for v in paths}
         cpu: dict[str, list[float]] = {v: [] for v in paths}

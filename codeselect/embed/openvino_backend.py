@@ -6,8 +6,10 @@ configured precision: `embedding.dtype=float32` infers in f32 (the same vectors 
 `bfloat16` in bf16 where the CPU has native bf16 (AVX512_BF16 or AMX), with f32 inputs and outputs.
 Only the transformer's forward is replaced: sentence-transformers still tokenizes (same truncation),
 sorts by length, batches and mean-pools (in float32, since the output is float32), so the rest of
-the path is the default one. sentence-transformers' own `backend="openvino"` needs `optimum-intel`,
-whose pins conflict with this project's transformers; the direct use here needs only `openvino`.
+the path is the default one. sentence-transformers' own `backend="openvino"` / `"onnx"` need
+`optimum-intel` / `optimum[onnxruntime]`, whose current releases would replace this project's torch and
+transformers (5.5 / 4.57 instead of 5.24); the direct use here needs only the `openvino` wheel.
+Measured in benchmarks/results/encode.md, with the alternatives (bf16 autocast, bf16 weights).
 """
 from __future__ import annotations
 
