@@ -2,6 +2,7 @@
 
     python benchmarks/bench_encode.py                    # MiniLM and mpnet, 512 real instructions, 3 rounds
     python benchmarks/bench_encode.py --models minilm --n 64 --rounds 1   # smoke
+    python benchmarks/bench_encode.py --models mpnet --n-mpnet 96 --paths "openvino bfloat16"
 
 Texts: a seeded sample of instructions from ../shared/data/instruct/code-instruct-15k.jsonl.gz
 (real lengths; truncation at the tokenizer's model_max_length, 512, as in every run). Every path is
@@ -137,6 +138,7 @@ def main() -> None:
     ap.add_argument("--n-mpnet", type=int, default=None, help="texts per timed call for mpnet (default: --n)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=None, help="batch size for every path (default: the config's)")
+    ap.add_argument("--paths", nargs="+", default=None, help=f"only these paths (the default, {DEFAULT!r}, always)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "encode.md")
     args = ap.parse_args()
 
@@ -159,7 +161,9 @@ def main() -> None:
         n_tok = [len(x) for x in model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]]
         paths: dict[str, Encode] = {}
         load_s: dict[str, float] = {}
-        for v, make in variants(base, cache).items():  # build each, then warm it up (first calls allocate)
+        chosen = {v: make for v, make in variants(base, cache).items()
+                  if v == DEFAULT or args.paths is None or v in args.paths}
+        for v, make in chosen.items():  # build each, then warm it up (first calls allocate)
             t0 = time.perf_counter()
             paths[v] = make()
             paths[v](texts[:8])
