@@ -116,6 +116,7 @@ class Encoder(Open):
     batch_size: PosInt
     max_length: Optional[PosInt]
     dtype: Literal["float32", "bfloat16", "float16"]
+    backend: Literal["torch", "openvino"]
     shard_size: PosInt
     devices: Optional[list[str]]
     show_progress: bool

@@ -5,8 +5,9 @@ instruction text only (as the reference does) in shards of `embedding.shard_size
 order; each shard is written to disk as soon as it is encoded, so a run killed at any moment
 (SIGKILL included) resumes by encoding only the shards that are missing. When every shard is there
 they are joined into one `.npy` matrix that later runs memory-map (another selector, another
-sample_num: no encoding). The cache key holds the model, the truncation length, the precision, a
-format version and the texts' content hash, so vectors made under other settings are never reused.
+sample_num: no encoding). The cache key holds the model, the truncation length, the backend, the
+precision, a format version and the texts' content hash, so vectors made under other settings (another
+backend included) are never reused.
 With `embedding=precomputed` it reads the reference's `.pt` dict or a `.npy` matrix.
 """
 from __future__ import annotations
@@ -83,6 +84,7 @@ def embed_pool(pool: Any, cfg: Any, *, cache_dir: Path, device: str = "cpu") -> 
     if not opts.get("model"):
         raise UserError("no encoder given: use embedding=minilm, mpnet or precomputed", key="embedding.model")
     encoder.check_dtype(opts)
+    encoder.check_backend(opts)
     folder = cache_path(opts, texts_hash(texts.chunks()), Path(cache_dir), device)
     matrix = folder / "vectors.npy"
     if matrix.is_file():
@@ -100,11 +102,13 @@ def embed_pool(pool: Any, cfg: Any, *, cache_dir: Path, device: str = "cpu") -> 
 
 
 def cache_path(opts: Mapping[str, Any], content_hash: str, cache_dir: Path, device: str = "cpu") -> Path:
-    """`cache_dir/embeddings/v2-<model>-ml<max length>-<dtype>-<texts hash>/` (shards, vectors.npy)."""
+    """`cache_dir/embeddings/v2-<model>-ml<max length>[-<backend>][-<dtype>]-<texts hash>/` (shards, vectors.npy)."""
     parts = [f"v{CACHE_VERSION}", re.sub(r"[^A-Za-z0-9._-]+", "__", str(opts["model"]))]
     parts.append(f"ml{int(opts['max_length'])}" if opts.get("max_length") else "mlmodel")
-    dtype = str(opts.get("dtype", "float32"))
-    if dtype != "float32":
+    dtype, backend = str(opts.get("dtype", "float32")), str(opts.get("backend") or "torch")
+    if backend != "torch":  # another engine: its own key at every precision, never mixed with torch's
+        parts.append(f"{backend}-{dtype}")
+    elif dtype != "float32":
         parts.append(f"{dtype}-{'autocast' if device == 'cpu' else 'weights'}")
     parts.append(content_hash)
     return cache_dir / "embeddings" / "-".join(parts)
@@ -159,5 +163,7 @@ def encode_sharded(texts: _Texts, opts: Mapping[str, Any], folder: Path, *, cach
     for k, s in enumerate(slices):
         _shard_file(folder, k, s).unlink(missing_ok=True)
     (folder / "info.json").write_text(json.dumps({"n": len(texts), "dim": dim, "shard_size": size,
-                                                  "model": str(opts["model"]), "version": CACHE_VERSION}))
+                                                  "model": str(opts["model"]), "version": CACHE_VERSION,
+                                                  "backend": str(opts.get("backend") or "torch"),
+                                                  "dtype": str(opts.get("dtype", "float32"))}))
     return {"encoded": len(todo), "reused": len(slices) - len(todo), "dim": dim}

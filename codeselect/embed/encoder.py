@@ -8,6 +8,8 @@ does the rest exactly as the reference's plain transformer does: mean pooling ov
 mask, then L2 normalisation. `embedding.dtype=bfloat16` on a CPU runs the encoder under bf16
 autocast (matmuls in bf16, layer norms and softmax in fp32); on a GPU the weights are cast.
 `embedding.devices=[cuda:0, cuda:1]` encodes with sentence-transformers' multi-process pool.
+`embedding.backend=openvino` runs the transformer with OpenVINO on the CPU instead of torch
+(`codeselect.embed.openvino_backend`; with `dtype=bfloat16` the fast CPU path).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from codeselect.errors import UserError
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+BACKENDS = ("torch", "openvino")
 _UNSET_LENGTH = 100_000  # tokenizers without a limit report ~1e30
 
 
@@ -57,11 +60,11 @@ def resolve_max_length(model: Any, max_length: int | None, location: str | None 
 def encode_texts(texts: Sequence[str], opts: Mapping[str, Any], *, cache_dir: Path,
                  device: str = "cpu", pool: Any = None) -> np.ndarray:
     """Encode with sentence-transformers (length-sorted batches): float32 n x d, unit rows."""
-    dtype = check_dtype(opts)
+    dtype, backend = check_dtype(opts), check_backend(opts)
     model = encoder_for(opts, cache_dir, device)
     batch = int(opts.get("batch_size", 64))
-    autocast = (torch.autocast("cpu", dtype=DTYPES[dtype]) if dtype != "float32" and device == "cpu"
-                else contextlib.nullcontext())
+    autocast = (torch.autocast("cpu", dtype=DTYPES[dtype])
+                if backend == "torch" and dtype != "float32" and device == "cpu" else contextlib.nullcontext())
     with autocast:
         emb = model.encode(list(texts), batch_size=batch, show_progress_bar=bool(opts.get("show_progress", True)),
                            convert_to_tensor=pool is None, convert_to_numpy=pool is not None,
@@ -77,12 +80,31 @@ def check_dtype(opts: Mapping[str, Any]) -> str:
     return dtype
 
 
+def check_backend(opts: Mapping[str, Any]) -> str:
+    """The configured `embedding.backend` (`torch` when unset); UserError for one that cannot run."""
+    backend = str(opts.get("backend") or "torch")
+    if backend not in BACKENDS:
+        raise UserError(f"must be one of {list(BACKENDS)}, got {backend!r}", key="embedding.backend")
+    if backend == "openvino":
+        from codeselect.embed import openvino_backend
+
+        openvino_backend.check_available(check_dtype(opts))
+        if len(opts.get("devices") or []) > 1:
+            raise UserError("embedding.backend=openvino runs in this process on the CPU; "
+                            "drop embedding.devices or use embedding.backend=torch", key="embedding.devices")
+    return backend
+
+
 def encoder_for(opts: Mapping[str, Any], cache_dir: Path, device: str) -> Any:
     """The configured SentenceTransformer, loaded once per process, truncating at `max_length`."""
     location = model_location(opts, cache_dir)
-    try:
+    backend = check_backend(opts)
+    if backend == "openvino":  # OpenVINO runs the CPU at the configured precision, whatever `device` is
+        device, dtype = "cpu", check_dtype(opts)
+    else:
         dtype = check_dtype(opts) if device != "cpu" else "float32"  # CPU: autocast at encode time
-        return load_encoder(location, device, int(opts.get("max_length") or 0), dtype)
+    try:
+        return load_encoder(location, device, int(opts.get("max_length") or 0), dtype, backend)
     except OSError as exc:  # a hub name with no network and no local copy
         hint = opts.get("package") or " ".join(opts.get("zip_parts") or [])
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -91,16 +113,22 @@ def encoder_for(opts: Mapping[str, Any], cache_dir: Path, device: str) -> Any:
                         key="embedding.model") from None
 
 
-@functools.lru_cache(maxsize=2)
-def load_encoder(location: str, device: str, max_length: int = 0, dtype: str = "float32") -> Any:
-    """A SentenceTransformer (the last two are kept, so repeated calls in one process load it once)."""
+@functools.lru_cache(maxsize=4)
+def load_encoder(location: str, device: str, max_length: int = 0, dtype: str = "float32",
+                 backend: str = "torch") -> Any:
+    """A SentenceTransformer (the last four are kept, so repeated calls in one process load it once)."""
     from sentence_transformers import SentenceTransformer  # ~8 s import: only when encoding
 
     model = SentenceTransformer(location, device=device)
     model.max_seq_length = resolve_max_length(model, max_length or None, location)
-    if dtype != "float32" and device != "cpu":
+    if backend == "openvino":
+        from codeselect.embed import openvino_backend
+
+        openvino_backend.attach(model, dtype)
+    elif dtype != "float32" and device != "cpu":
         model.to(DTYPES[dtype])
-    log.info("embeddings: %s on %s, truncating at %d tokens, %s", location, device, model.max_seq_length, dtype)
+    log.info("embeddings: %s on %s, truncating at %d tokens, %s, %s backend", location, device,
+             model.max_seq_length, dtype, backend)
     return model
 
 
