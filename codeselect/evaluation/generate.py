@@ -49,8 +49,24 @@ class GenConfig:
         return self.temperature <= 0
 
 
+# Folder names that say nothing about the model: the id keeps their parent's name too.
+GENERIC_NAMES = frozenset({"checkpoint", "checkpoints", "model", "final", "hf", "latest"})
+
+
 def model_id(model: str) -> str:
-    """evalplus's identifier for a model path or hub name: `./weights/x` -> `weights--x`."""
+    """A readable identifier for a model path or hub name, used in generation file names.
+
+    A hub name or a relative path follows evalplus (`./weights/x` -> `weights--x`,
+    `org/name` -> `org--name`); an absolute or `~` path gives its folder name
+    (`/root/.cache/codeselect/models/smollm2-135m-instruct` -> `smollm2-135m-instruct`), with the
+    parent's name in front when the folder's own name is generic (`.../ours-sn1000/train/checkpoint`
+    -> `train--checkpoint`; the pipeline passes its own `model_id`)."""
+    if model.startswith(("/", "~")):
+        parts = [p for p in Path(model).expanduser().parts if p not in ("/", "")]
+        if not parts:
+            return "model"
+        name = parts[-1]
+        return f"{parts[-2]}--{name}" if name.lower() in GENERIC_NAMES and len(parts) > 1 else name
     return model.strip("./").replace("/", "--")
 
 
@@ -226,23 +242,35 @@ def vllm_request(model: str, cfg: GenConfig, *, tensor_parallel_size: int = 1,
 
 
 class VLLMBackend:
-    """vLLM offline engine (tensor parallel across GPUs); all prompts of a call in one batch."""
+    """vLLM's offline engine (GPU tensor parallel, or vLLM's CPU build), all prompts of a call in
+    one batch. vLLM runs in its own environment as a worker process (`codeselect.vllm_client`)."""
 
-    def __init__(self, model: str, *, cfg: GenConfig = GenConfig(), **engine_options: Any) -> None:
-        try:
-            import vllm
-        except ImportError:
-            raise UserError("backend=vllm needs vLLM (pip install 'codeselect[gpu]'); "
-                            "use backend=hf on machines without it", key="backend") from None
+    def __init__(self, model: str, *, cfg: GenConfig = GenConfig(), python: str | None = "auto",
+                 device: str = "auto", cpu: dict[str, Any] | None = None,
+                 **engine_options: Any) -> None:
         from transformers import AutoTokenizer
 
-        self.vllm = vllm
+        from codeselect.vllm_client import VLLMEngine
+
         self.engine_kwargs, self.sampling_kwargs = vllm_request(model, cfg, **engine_options)
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            model, trust_remote_code=engine_options.get("trust_remote_code", False))
-        self.llm = vllm.LLM(**self.engine_kwargs)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                model, trust_remote_code=engine_options.get("trust_remote_code", False))
+        except OSError as exc:
+            raise UserError(f"cannot load model ({str(exc).splitlines()[0]})", file=model,
+                            key="model") from None
+        self.engine = VLLMEngine(self.engine_kwargs, python=python, device=device, cpu=cpu)
+        self.output_tokens = 0
+        self.generate_s = 0.0
 
     def generate(self, prompts: list[str], n: int, stops: list[str]) -> list[list[str]]:
-        params = self.vllm.SamplingParams(**{**self.sampling_kwargs, "n": n, "stop": stops})
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [[c.text for c in o.outputs] for o in outputs]
+        import time
+
+        t = time.perf_counter()
+        texts, tokens = self.engine.generate(prompts, {**self.sampling_kwargs, "n": n, "stop": stops})
+        self.generate_s += time.perf_counter() - t
+        self.output_tokens += tokens
+        return texts
+
+    def close(self) -> None:
+        self.engine.close()

@@ -51,7 +51,12 @@ def make_backend(cfg: Any, model: str, gen: Any) -> Any:
         return HFBackend(model, device=str(b.device), dtype=str(b.dtype), cfg=gen,
                          trust_remote_code=bool(b.trust_remote_code))
     if b.name == "vllm":
-        return VLLMBackend(model, cfg=gen, tensor_parallel_size=int(b.tensor_parallel_size),
+        device = str(b.get("device", "auto"))
+        if device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"must be auto, cpu or cuda, got {device!r}", key="backend.device")
+        return VLLMBackend(model, cfg=gen, python=b.get("python", "auto"), device=device,
+                           cpu=dict(b.get("cpu") or {}),
+                           tensor_parallel_size=int(b.tensor_parallel_size),
                            dtype=str(b.dtype), max_model_len=b.max_model_len,
                            gpu_memory_utilization=float(b.gpu_memory_utilization),
                            enable_prefix_caching=bool(b.enable_prefix_caching),
@@ -63,8 +68,16 @@ def _model_path(cfg: Any) -> str:
     from omegaconf import OmegaConf
 
     m = cfg.get("model") or {}
+    source = m.get("source", "hf")
+    if source == "smollm2":  # the packaged SmolLM2, converted once to an HF folder in the cache
+        from codeselect.train.models import resolve_model_path
+
+        return resolve_model_path(OmegaConf.to_container(m, resolve=True), Path(str(cfg.cache_dir)), [])
+    if source == "tiny":
+        raise UserError("model=tiny is built from training texts; evaluate the checkpoint train.py "
+                        "saved (model=<run dir>/checkpoint)", key="model")
     missing = OmegaConf.is_missing(m, "path") if "path" in m else True
-    path = None if missing or m.get("source", "hf") != "hf" else m.get("path")
+    path = None if missing or source != "hf" else m.get("path")
     if not path:
         raise UserError("nothing to evaluate: pass samples=<file.jsonl> or model=<checkpoint "
                         "folder or hub id>", key="model")
@@ -83,9 +96,13 @@ def generate(cfg: Any, bench: Any, problems: dict[str, Any]) -> Path:
                       cfg.get("model_id"))
     backend = make_backend(cfg, model, gen)
     started = time.time()
-    generate_samples(problems, bench.name, backend, backend.tokenizer, gen, out,
-                     batch_size=int(cfg.backend.batch_size),
-                     progress=lambda d, t: log.info("generated %d/%d tasks", d, t))
+    try:
+        generate_samples(problems, bench.name, backend, backend.tokenizer, gen, out,
+                         batch_size=int(cfg.backend.batch_size),
+                         progress=lambda d, t: log.info("generated %d/%d tasks", d, t))
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
     log.info("generation took %.1fs -> %s", time.time() - started, out)
     return out
 
