@@ -59,26 +59,25 @@ def collect(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             train = _read(train_path) or {}
             row["train_final_loss"] = train.get("final_loss")
             row["train_s"] = train.get("time_s")
-        for summ_path in sorted(job.rglob("summary.json")):
-            summary = _read(summ_path) or {}
-            bench, p1 = summary.get("benchmark"), summary.get("pass@1")
-            if bench and isinstance(p1, dict):
-                row[f"{bench}_base"] = p1.get("base")
-                row[f"{bench}_plus"] = p1.get("plus")
+        row["_summaries"] = sorted(job.rglob("summary.json"))
+        _add_pass_at_1(row)
         rows.append(row)
+    rows += eval_only_rows(root, {Path(root / r["job"]) for r in rows})
     failed = []
     for fail_path in sorted(root.rglob("failed.json")):
         info = _read(fail_path) or {}
         failed.append({"job": str(job_dir_of(fail_path, root).relative_to(root)),
                        "error": info.get("error", "?"), "kind": info.get("kind", "?")})
     order = {name: i for i, name in enumerate(SELECTOR_ORDER)}
-    rows.sort(key=lambda r: (order.get(r["selector"], len(order)), r["selector"], r["sample_num"]))
+    rows.sort(key=lambda r: (r["sample_num"] > 0, order.get(r["selector"], len(order)), r["selector"],
+                             r["sample_num"]))  # evaluation-only rows (base models) first
     return rows, failed
 
 
 def run_name(row: dict[str, Any]) -> str:
-    """How a run is called in the significance table: `<selector>-sn<k>`."""
-    return f"{row['selector']}-sn{row['sample_num']}"
+    """How a run is called in the significance table: `<selector>-sn<k>` (a model id for an
+    evaluation-only row)."""
+    return f"{row['selector']}-sn{row['sample_num']}" if row["sample_num"] else str(row["selector"])
 
 
 def _eval_results_of(summary_path: Path, summary: dict[str, Any]) -> Path | None:
@@ -96,9 +95,8 @@ def significance_tests(rows: list[dict[str, Any]], root: Path) -> list[Any]:
 
     per_bench: dict[str, dict[str, dict[str, dict[str, bool]]]] = defaultdict(dict)
     for row in rows:
-        job = root / row["job"]
         name = run_name(row)
-        for summ_path in sorted(job.rglob("summary.json")):
+        for summ_path in row.get("_summaries", []):
             summary = _read(summ_path) or {}
             bench = summary.get("benchmark")
             results = _eval_results_of(summ_path, summary) if bench else None
@@ -167,6 +165,41 @@ def plot_significance(tests: list[Any], out: Path) -> Path | None:
     return path
 
 
+def _add_pass_at_1(row: dict[str, Any]) -> None:
+    for summ_path in row["_summaries"]:
+        summary = _read(summ_path) or {}
+        bench, p1 = summary.get("benchmark"), summary.get("pass@1")
+        if bench and isinstance(p1, dict):
+            row[f"{bench}_base"] = p1.get("base")
+            row[f"{bench}_plus"] = p1.get("plus")
+
+
+def model_label(summary: dict[str, Any]) -> str:
+    """The model id of an evaluation from its samples file (`<model-id>_<backend>_temp<T>.jsonl`)."""
+    name = Path(str(summary.get("samples") or "model")).name
+    name = name.removesuffix(".jsonl").removesuffix("-sanitized")
+    return name.rsplit("_", 2)[0] if name.count("_") >= 2 else name
+
+
+def eval_only_rows(root: Path, jobs: set[Path]) -> list[dict[str, Any]]:
+    """Evaluations outside any selection job (e.g. the untuned base model, `python evaluate.py
+    model=smollm2 hydra.run.dir=<sweep>/base-mbpp`): one row per model id, sample_num 0."""
+    by_label: dict[str, dict[str, Any]] = {}
+    for summ_path in sorted(root.rglob("summary.json")):
+        if any(p in jobs for p in summ_path.parents):
+            continue
+        summary = _read(summ_path) or {}
+        if not summary.get("benchmark"):
+            continue
+        label = model_label(summary)
+        row = by_label.setdefault(label, {"selector": label, "sample_num": 0, "_summaries": [],
+                                          "job": str(job_dir_of(summ_path, root).relative_to(root))})
+        row["_summaries"].append(summ_path)
+    for row in by_label.values():
+        _add_pass_at_1(row)
+    return list(by_label.values())
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -177,7 +210,8 @@ def _fmt(value: Any) -> str:
 
 def columns_of(rows: list[dict[str, Any]]) -> list[str]:
     cols = ["selector", "sample_num", "select_s", *METRICS]
-    extra = sorted({k for r in rows for k in r} - set(cols) - {"job", "pool_size", "total_s"})
+    extra = sorted({k for r in rows for k in r if not k.startswith("_")} - set(cols)
+                   - {"job", "pool_size", "total_s"})
     return cols + extra + ["job"]
 
 
@@ -206,7 +240,7 @@ def write_table(rows: list[dict[str, Any]], failed: list[dict[str, Any]], out: P
 def _series(rows: list[dict[str, Any]], key: str) -> dict[str, list[tuple[int, float]]]:
     out: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
-        if r.get(key) is not None:
+        if r.get(key) is not None and r["sample_num"]:
             out[r["selector"]].append((r["sample_num"], float(r[key])))
     return {name: sorted(points) for name, points in out.items()}
 
@@ -233,6 +267,9 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
                 xs, ys = zip(*points)
                 ys = [100 * y for y in ys] if name == "pass_at_1.png" else ys
                 ax.plot(xs, ys, marker="o", lw=2 if selector == "ours" else 1.2, label=selector)
+            for r in rows:  # evaluation-only rows (an untuned base model): a horizontal line
+                if not r["sample_num"] and r.get(key) is not None and name == "pass_at_1.png":
+                    ax.axhline(100 * float(r[key]), ls="--", color="#555555", lw=1, label=r["selector"])
             ax.set_title(key.replace("_", " ") + (" (%)" if name == "pass_at_1.png" else ""), fontsize=9)
             ax.set_xlabel("sample_num")
             ax.grid(alpha=0.3)

@@ -127,3 +127,31 @@ def test_report_has_significance_for_each_pair(tmp_path):
     assert float(same["p_value"]) == 1.0 and float(same["ci_low"]) == float(same["ci_high"]) == 0.0
     assert "Is the difference real?" in md and "| mbpp | base | ours-sn100 | random-sn100 | 20 |" in md
     assert (tmp_path / "pass_at_1_diff.png").stat().st_size > 1000
+
+
+def test_report_adds_an_evaluation_only_row_for_the_base_model(tmp_path):
+    """An evaluation outside the selection jobs (the untuned model) is a row and takes part in the
+    pairwise tests."""
+    from codeselect.report import collect, make_report
+
+    tasks = [f"HumanEval/{i}" for i in range(10)]
+    job = tmp_path / "ours-sn50"
+    (job / ".hydra").mkdir(parents=True)
+    (job / "select").mkdir()
+    (job / "select" / "selection.json").write_text(json.dumps({"selector": "ours", "sample_num": 50}))
+    for where, ok, samples in [(job / "eval" / "humaneval", tasks[:6], "train--checkpoint_vllm_temp0.0.jsonl"),
+                               (tmp_path / "base-humaneval", tasks[:2], "smollm2-135m-instruct_vllm_temp0.0.jsonl")]:
+        (where / ".hydra").mkdir(parents=True)
+        _eval_results(where / "x_eval_results.json",
+                      {t: ("pass" if t in ok else "fail", "pass" if t in ok else "fail") for t in tasks})
+        (where / "summary.json").write_text(json.dumps(
+            {"benchmark": "humaneval", "pass@1": {"base": len(ok) / 10, "plus": len(ok) / 10},
+             "samples": f"/gen/humaneval/{samples}"}))
+    rows, _ = collect(tmp_path)
+    assert [(r["selector"], r["sample_num"], r["humaneval_base"]) for r in rows] == [
+        ("smollm2-135m-instruct", 0, 0.2), ("ours", 50, 0.6)]
+    make_report(tmp_path)
+    sig = list(csv.DictReader(open(tmp_path / "significance.csv")))
+    assert {(r["a"], r["b"]) for r in sig} == {("smollm2-135m-instruct", "ours-sn50")}
+    assert int(sig[0]["b_only"]) == 4 and float(sig[0]["p_value"]) == pytest.approx(2 / 16)
+    assert "_summaries" not in (tmp_path / "report.csv").read_text()
