@@ -84,20 +84,13 @@ def mean_logprob(vllm: Any, llm: Any, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def next_token_logprobs(vllm: Any, llm: Any, req: dict[str, Any]) -> dict[str, Any]:
-    """Log-probabilities of the candidate tokens after each sequence (one decoding step).
-
-    Appending each candidate and reading its prompt logprob gives exactly log p(candidate | tokens)
-    from the model's raw distribution, whatever vLLM's sampling-side logprob mode is; the prefix is
-    shared, so with prefix caching off the cost is one extra token per candidate and sequence."""
+    """Log-probabilities of the candidate tokens after each sequence: one decoding step with
+    `logprob_token_ids` (vLLM's raw log-softmax over the vocabulary, before any sampling setting)."""
     cands = [int(c) for c in req["candidates"]]
-    params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-    seqs = [list(ids) + [c] for ids in req["token_ids"] for c in cands]
-    outputs = llm.generate(_tokens_prompts(vllm, seqs), params, use_tqdm=False)
-    values = []
-    for i, ids in enumerate(req["token_ids"]):
-        row = outputs[i * len(cands):(i + 1) * len(cands)]
-        values.append([_logprob(o.prompt_logprobs[len(ids)][c]) for o, c in zip(row, cands)])
-    return {"values": values}
+    params = vllm.SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=cands,
+                                 detokenize=False)
+    outputs = llm.generate(_tokens_prompts(vllm, req["token_ids"]), params, use_tqdm=False)
+    return {"values": [[_logprob(o.outputs[0].logprobs[0][c]) for c in cands] for o in outputs]}
 
 
 OPS = {"generate": generate, "mean_logprob": mean_logprob, "next_token_logprobs": next_token_logprobs}

@@ -227,14 +227,17 @@ class HFBackend:
 def vllm_request(model: str, cfg: GenConfig, *, tensor_parallel_size: int = 1,
                  dtype: str = "auto", max_model_len: int | None = 2048,
                  gpu_memory_utilization: float = 0.9, enable_prefix_caching: bool = True,
-                 trust_remote_code: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(vllm.LLM kwargs, vllm.SamplingParams kwargs without `stop`) for the config."""
+                 trust_remote_code: bool = False, engine_args: dict[str, Any] | None = None,
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(vllm.LLM kwargs, vllm.SamplingParams kwargs without `stop`) for the config; `engine_args`
+    adds any other vllm.LLM keyword (e.g. `enforce_eager`)."""
     engine = dict(model=model, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
                   seed=cfg.seed, trust_remote_code=trust_remote_code,
                   gpu_memory_utilization=gpu_memory_utilization,
                   enable_prefix_caching=enable_prefix_caching)
     if max_model_len:
         engine["max_model_len"] = max_model_len
+    engine.update(engine_args or {})
     sampling = dict(n=cfg.n_samples, max_tokens=cfg.max_new_tokens,
                     temperature=0.0 if cfg.greedy else cfg.temperature,
                     top_p=1.0 if cfg.greedy else cfg.top_p, seed=cfg.seed)

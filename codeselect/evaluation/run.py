@@ -60,7 +60,8 @@ def make_backend(cfg: Any, model: str, gen: Any) -> Any:
                            dtype=str(b.dtype), max_model_len=b.max_model_len,
                            gpu_memory_utilization=float(b.gpu_memory_utilization),
                            enable_prefix_caching=bool(b.enable_prefix_caching),
-                           trust_remote_code=bool(b.trust_remote_code))
+                           trust_remote_code=bool(b.trust_remote_code),
+                           engine_args=dict(b.get("engine_args") or {}))
     raise UserError(f"unknown backend {b.name!r} (hf | vllm)", key="backend")
 
 

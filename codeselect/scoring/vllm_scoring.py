@@ -32,12 +32,13 @@ def engine_kwargs(cfg: ScorerConfig, source: str, device: str, max_length: int) 
     opts = dict(cfg.vllm)
     dtype = "float32" if cfg.dtype == "auto" and not device.startswith("cuda") else \
         ("bfloat16" if cfg.dtype == "auto" else cfg.dtype)
-    return {"model": source, "dtype": dtype, "max_model_len": int(max_length) + 1,
+    return {"model": source, "dtype": dtype, "max_model_len": int(max_length) + 1,  # + the one decoded token (ratings)
             "skip_tokenizer_init": True, "enable_prefix_caching": False,
             "trust_remote_code": cfg.trust_remote_code, "seed": 0,
             "tensor_parallel_size": int(opts.get("tensor_parallel_size", 1)),
             "gpu_memory_utilization": float(opts.get("gpu_memory_utilization", 0.9)),
-            **({"revision": cfg.revision} if cfg.revision else {})}
+            **({"revision": cfg.revision} if cfg.revision else {}),
+            **dict(opts.get("engine_args") or {})}
 
 
 def expected_rating(logprobs: list[float]) -> float:
