@@ -93,6 +93,7 @@ def compute_scores(records: Sequence[dict[str, Any]], kinds: Sequence[str],
     out = {k: v for k in kinds if (v := store.load_final(k, n)) is not None}
     todo = [k for k in dict.fromkeys(kinds) if k not in out]
     computed_batches = 0
+    engine_start_s = 0.0
     if todo:
         tok = load_tokenizer(cfg, source)
         rating_ids = rating_token_ids(tok, cfg.rating_token_ids) \
@@ -109,7 +110,8 @@ def compute_scores(records: Sequence[dict[str, Any]], kinds: Sequence[str],
             if cfg.engine == "vllm":
                 from codeselect.scoring.vllm_scoring import run_vllm
 
-                run_vllm(cfg, source, device, stores, pending, rating_ids, store, max_length)
+                engine_start_s = run_vllm(cfg, source, device, stores, pending, rating_ids, store,
+                                          max_length)
             else:
                 run_predict(cfg, source, device, stores, pending, int(tok.pad_token_id), rating_ids,
                             store, progress, Path(cache_dir))
@@ -126,5 +128,6 @@ def compute_scores(records: Sequence[dict[str, Any]], kinds: Sequence[str],
         info.update({"scorer": cfg.model, "scorer_key": key, "engine": cfg.engine, "scores_dir": str(store.root),
                      "max_length": max_length,
                      "score_s": round(time.perf_counter() - t0, 3), "scored_batches": computed_batches,
+                     **({"engine_start_s": round(engine_start_s, 3)} if cfg.engine == "vllm" else {}),
                      "cached_kinds": [k for k in kinds if k not in todo]})
     return {k: out[k] for k in kinds}

@@ -50,8 +50,9 @@ def expected_rating(logprobs: list[float]) -> float:
 
 def run_vllm(cfg: ScorerConfig, source: str, device: str, stores: dict[str, TokenStore],
              batches: list[PlannedBatch], rating_ids: list[int] | None, store: ScoreStore,
-             max_length: int) -> None:
-    """Score `batches` with vLLM, writing a part file every `cfg.chunk_batches` batches."""
+             max_length: int) -> float:
+    """Score `batches` with vLLM, writing a part file every `cfg.chunk_batches` batches; returns
+    the engine's start-up time in seconds."""
     from codeselect.vllm_client import VLLMEngine
 
     if cfg.gguf_file:
@@ -77,3 +78,4 @@ def run_vllm(cfg: ScorerConfig, source: str, device: str, stores: dict[str, Toke
                     values = np.asarray([expected_rating(row) for row in lps], dtype=np.float64)
                 store.write_part(kind, "vllm", idx, values)
             log.info("vLLM scored %d/%d batches", min(begin + step, len(batches)), len(batches))
+        return engine.load_s
