@@ -154,6 +154,7 @@ def plot_significance(tests: list[Any], out: Path) -> Path | None:
         ax.annotate(f"p={t.p_value:.2g}", (100 * t.ci_high, y), xytext=(4, -3),
                     textcoords="offset points", fontsize=7)
     ax.axvline(0, color="#888888", lw=0.8)
+    ax.margins(x=0.12)  # room for the p-values
     ax.set_yticks(ys)
     ax.set_yticklabels([f"{t.benchmark} {t.metric}: {t.a} - {t.b}" for t in tests], fontsize=7)
     ax.set_xlabel("pass@1 difference, points (95% paired bootstrap; red: McNemar p < 0.05)", fontsize=8)

@@ -58,12 +58,18 @@ class VLLMEngine:
         exe = find_python(python)
         if exe is None:
             raise UserError(f"vLLM is not installed: {SETUP_HINT}", key=f"{key}.python")
+        engine = dict(engine)
+        for name in ("model", "tokenizer"):  # the worker runs elsewhere: local paths made absolute
+            value = engine.get(name)
+            if isinstance(value, str) and Path(value).expanduser().exists():
+                engine[name] = str(Path(value).expanduser().resolve())
         self._log = tempfile.NamedTemporaryFile("w+", prefix="codeselect-vllm-", suffix=".log", delete=False)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.setdefault("VLLM_CONFIGURE_LOGGING", "1")
         t0 = time.perf_counter()
         log.info("starting vLLM (%s) for %s", exe, engine.get("model"))
-        # -I: neither the user's site nor a working directory on sys.path (a checkout's select.py)
+        # -I and a neutral cwd: neither the user's site nor a checkout (its select.py) on sys.path of
+        # the worker or of the engine processes it spawns
         self.proc = subprocess.Popen([exe, "-I", str(WORKER)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
                                      cwd=tempfile.gettempdir())
