@@ -98,9 +98,13 @@ class VLLMEngine:
             raise RuntimeError(f"vLLM: {answer.get('error')}\n{self._tail()}")
         return answer
 
-    def generate(self, prompts: Sequence[str], sampling: dict[str, Any]) -> tuple[list[list[str]], int]:
-        """Texts (n per prompt) and the number of generated tokens."""
-        out = self._ask({"op": "generate", "prompts": list(prompts), "sampling": sampling})
+    def generate(self, prompts: Sequence[str] | Sequence[Sequence[int]],
+                 sampling: dict[str, Any]) -> tuple[list[list[str]], int]:
+        """Texts (n per prompt) and the number of generated tokens; prompts as texts (vLLM
+        tokenizes them) or as token ids."""
+        key = "prompts" if all(isinstance(p, str) for p in prompts) else "token_ids"
+        items = list(prompts) if key == "prompts" else [list(map(int, p)) for p in prompts]
+        out = self._ask({"op": "generate", key: items, "sampling": sampling})
         return out["texts"], int(out["output_tokens"])
 
     def mean_logprob(self, token_ids: Sequence[Sequence[int]], starts: Sequence[int]) -> list[float]:

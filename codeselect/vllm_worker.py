@@ -7,7 +7,7 @@ is pointed at stderr, so whatever vLLM or its engine processes print cannot corr
 
     -> {"engine": {...vllm.LLM kwargs}, "device": "auto"|"cpu"|"cuda", "cpu": {...}}
     <- {"ok": true, "load_s": ..., "platform": "cpu"}
-    -> {"op": "generate", "prompts": [...], "sampling": {...SamplingParams kwargs}}
+    -> {"op": "generate", "token_ids": [[...]] (or "prompts": [...]), "sampling": {...SamplingParams}}
     <- {"ok": true, "texts": [[...n texts...], ...], "output_tokens": N, "s": ...}
     -> {"op": "mean_logprob", "token_ids": [[...]], "starts": [...]}
     <- {"ok": true, "values": [mean log p(token t | tokens < t) over t in starts[i]..len-1, ...]}
@@ -61,7 +61,8 @@ def _tokens_prompts(vllm: Any, token_ids: list[list[int]]) -> list[Any]:
 
 def generate(vllm: Any, llm: Any, req: dict[str, Any]) -> dict[str, Any]:
     params = vllm.SamplingParams(**req["sampling"])
-    outputs = llm.generate(req["prompts"], params, use_tqdm=False)
+    prompts = _tokens_prompts(vllm, req["token_ids"]) if "token_ids" in req else req["prompts"]
+    outputs = llm.generate(prompts, params, use_tqdm=False)
     texts = [[c.text for c in o.outputs] for o in outputs]
     tokens = sum(len(c.token_ids) for o in outputs for c in o.outputs)
     return {"texts": texts, "output_tokens": tokens}

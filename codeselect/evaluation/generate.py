@@ -270,7 +270,9 @@ class VLLMBackend:
         import time
 
         t = time.perf_counter()
-        texts, tokens = self.engine.generate(prompts, {**self.sampling_kwargs, "n": n, "stop": stops})
+        # token ids, encoded as the HF backend encodes them (the template holds the special tokens)
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        texts, tokens = self.engine.generate(ids, {**self.sampling_kwargs, "n": n, "stop": stops})
         self.generate_s += time.perf_counter() - t
         self.output_tokens += tokens
         return texts

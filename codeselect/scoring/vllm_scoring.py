@@ -27,12 +27,28 @@ from codeselect.scoring.store import ScoreStore
 log = logging.getLogger(__name__)
 
 
+def _model_max(source: str) -> int | None:
+    """max_position_embeddings of a local model folder (None when unknown)."""
+    import json
+    from pathlib import Path
+
+    path = Path(source) / "config.json"
+    try:
+        return int(json.loads(path.read_text())["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def engine_kwargs(cfg: ScorerConfig, source: str, device: str, max_length: int) -> dict[str, Any]:
-    """vllm.LLM arguments for scoring: token-id inputs (no tokenizer), the HF path's dtype."""
+    """vllm.LLM arguments for scoring: token-id inputs (no tokenizer), the HF path's dtype. The
+    context is one token longer than `max_length` (the rating step decodes one token) unless that
+    passes the model's own limit."""
     opts = dict(cfg.vllm)
+    model_max = _model_max(source)
+    context = int(max_length) + 1 if model_max is None or max_length < model_max else int(max_length)
     dtype = "float32" if cfg.dtype == "auto" and not device.startswith("cuda") else \
         ("bfloat16" if cfg.dtype == "auto" else cfg.dtype)
-    return {"model": source, "dtype": dtype, "max_model_len": int(max_length) + 1,  # + the one decoded token (ratings)
+    return {"model": source, "dtype": dtype, "max_model_len": context,
             "skip_tokenizer_init": True, "enable_prefix_caching": False,
             "trust_remote_code": cfg.trust_remote_code, "seed": 0,
             "tensor_parallel_size": int(opts.get("tensor_parallel_size", 1)),
