@@ -73,7 +73,13 @@ class VLLMEngine:
         self.proc = subprocess.Popen([exe, "-I", str(WORKER)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
                                      cwd=tempfile.gettempdir())
-        self.info = self._ask({"engine": engine, "device": device, "cpu": cpu or {}})
+        try:
+            self.info = self._ask({"engine": engine, "device": device, "cpu": cpu or {}})
+        except RuntimeError as exc:
+            self.close()
+            if "No module named 'vllm'" in str(exc):
+                raise UserError(f"{exe} cannot import vllm: {SETUP_HINT}", key=f"{key}.python") from None
+            raise
         self.load_s = time.perf_counter() - t0
         log.info("vLLM %s engine ready on %s in %.1fs", self.info.get("vllm"), self.info.get("platform"),
                  self.load_s)
@@ -121,6 +127,8 @@ class VLLMEngine:
         return out["values"]
 
     def close(self) -> None:
+        if self._log.closed:
+            return
         if self.proc.poll() is None:
             try:
                 assert self.proc.stdin is not None

@@ -199,3 +199,16 @@ def test_vllm_cpu_generation_end_to_end_with_smollm2(repo, shared, tmp_path):
     assert summary["pass@1"]["plus"] == pytest.approx(
         sum(v["base_status"] == v["plus_status"] == "pass" for v in verdicts) / 3)
     assert summary["timings"]["generate_s"] > 0
+
+
+def test_vllm_python_without_vllm_is_a_user_error(repo, shared, tmp_path, tiny_model):
+    """An interpreter that cannot import vllm (this one, in the test environment) is named in one line."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("this interpreter has vllm")
+    res = _evaluate(repo, shared, tmp_path, f"model={tiny_model}", "backend=vllm", "limit=1",
+                    f"backend.python={sys.executable}")
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "cannot import vllm" in lines[0] and sys.executable in lines[0]
