@@ -93,8 +93,12 @@ class VLLMEngine:
         if self.proc.poll() is not None:
             raise RuntimeError(f"the vLLM worker has exited ({self.proc.returncode}):\n{self._tail()}")
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self.proc.wait(timeout=60)
+            raise RuntimeError(f"the vLLM worker died ({self.proc.returncode}):\n{self._tail()}") from None
         line = self.proc.stdout.readline()
         if not line:
             self.proc.wait(timeout=60)
