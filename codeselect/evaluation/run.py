@@ -89,12 +89,16 @@ def _model_path(cfg: Any) -> str:
 
 def generate(cfg: Any, bench: Any, problems: dict[str, Any]) -> Path:
     """Generate samples for `problems` with the configured model and backend (resumable)."""
-    from codeselect.evaluation.generate import generate_samples, output_path
+    from codeselect.evaluation.generate import generate_samples, output_path, read_done
 
     model = _model_path(cfg)
     gen = _gen_config(cfg)
     out = output_path(cfg.root, bench.name, model, cfg.backend.name, gen.temperature,
                       cfg.get("model_id"))
+    done = read_done(out, gen.n_samples)
+    if all(done.get(t, 0) >= gen.n_samples for t in problems):  # resumed and complete: no model load
+        log.info("all %d tasks already generated in %s", len(problems), out)
+        return out
     backend = make_backend(cfg, model, gen)
     started = time.time()
     try:
@@ -105,6 +109,10 @@ def generate(cfg: Any, bench: Any, problems: dict[str, Any]) -> Path:
         if hasattr(backend, "close"):
             backend.close()
     log.info("generation took %.1fs -> %s", time.time() - started, out)
+    if getattr(backend, "output_tokens", 0):
+        log.info("vLLM: %d output tokens in %.1fs (%.0f tokens/s; engine start %.1fs)",
+                 backend.output_tokens, backend.generate_s,
+                 backend.output_tokens / max(backend.generate_s, 1e-9), backend.engine.load_s)
     return out
 
 
