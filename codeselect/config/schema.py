@@ -372,6 +372,10 @@ class BackendVLLM(Open):
     enable_prefix_caching: bool
     batch_size: PosInt
     trust_remote_code: bool
+    python: str
+    device: Literal["auto", "cpu", "cuda"]
+    engine_args: dict[str, Any]
+    cpu: dict[str, Any]
 
 
 Backend = Annotated[Union[BackendHF, BackendVLLM], Field(discriminator="name")]

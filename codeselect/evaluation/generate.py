@@ -49,8 +49,24 @@ class GenConfig:
         return self.temperature <= 0
 
 
+# Folder names that say nothing about the model: the id keeps their parent's name too.
+GENERIC_NAMES = frozenset({"checkpoint", "checkpoints", "model", "final", "hf", "latest"})
+
+
 def model_id(model: str) -> str:
-    """evalplus's identifier for a model path or hub name: `./weights/x` -> `weights--x`."""
+    """A readable identifier for a model path or hub name, used in generation file names.
+
+    A hub name or a relative path follows evalplus (`./weights/x` -> `weights--x`,
+    `org/name` -> `org--name`); an absolute or `~` path gives its folder name
+    (`/root/.cache/codeselect/models/smollm2-135m-instruct` -> `smollm2-135m-instruct`), with the
+    parent's name in front when the folder's own name is generic (`.../ours-sn1000/train/checkpoint`
+    -> `train--checkpoint`; the pipeline passes its own `model_id`)."""
+    if model.startswith(("/", "~")):
+        parts = [p for p in Path(model).expanduser().parts if p not in ("/", "")]
+        if not parts:
+            return "model"
+        name = parts[-1]
+        return f"{parts[-2]}--{name}" if name.lower() in GENERIC_NAMES and len(parts) > 1 else name
     return model.strip("./").replace("/", "--")
 
 
@@ -203,14 +219,17 @@ class HFBackend:
 def vllm_request(model: str, cfg: GenConfig, *, tensor_parallel_size: int = 1,
                  dtype: str = "auto", max_model_len: int | None = 2048,
                  gpu_memory_utilization: float = 0.9, enable_prefix_caching: bool = True,
-                 trust_remote_code: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(vllm.LLM kwargs, vllm.SamplingParams kwargs without `stop`) for the config."""
+                 trust_remote_code: bool = False, engine_args: dict[str, Any] | None = None,
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(vllm.LLM kwargs, vllm.SamplingParams kwargs without `stop`) for the config; `engine_args`
+    adds any other vllm.LLM keyword (e.g. `enforce_eager`)."""
     engine = dict(model=model, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
                   seed=cfg.seed, trust_remote_code=trust_remote_code,
                   gpu_memory_utilization=gpu_memory_utilization,
                   enable_prefix_caching=enable_prefix_caching)
     if max_model_len:
         engine["max_model_len"] = max_model_len
+    engine.update(engine_args or {})
     sampling = dict(n=cfg.n_samples, max_tokens=cfg.max_new_tokens,
                     temperature=0.0 if cfg.greedy else cfg.temperature,
                     top_p=1.0 if cfg.greedy else cfg.top_p, seed=cfg.seed)
@@ -218,23 +237,37 @@ def vllm_request(model: str, cfg: GenConfig, *, tensor_parallel_size: int = 1,
 
 
 class VLLMBackend:
-    """vLLM offline engine (tensor parallel across GPUs); all prompts of a call in one batch."""
+    """vLLM's offline engine (GPU tensor parallel, or vLLM's CPU build), all prompts of a call in
+    one batch. vLLM runs in its own environment as a worker process (`codeselect.vllm_client`)."""
 
-    def __init__(self, model: str, *, cfg: GenConfig = GenConfig(), **engine_options: Any) -> None:
-        try:
-            import vllm
-        except ImportError:
-            raise UserError("backend=vllm needs vLLM (pip install 'codeselect[gpu]'); "
-                            "use backend=hf on machines without it", key="backend") from None
+    def __init__(self, model: str, *, cfg: GenConfig = GenConfig(), python: str | None = "auto",
+                 device: str = "auto", cpu: dict[str, Any] | None = None,
+                 **engine_options: Any) -> None:
         from transformers import AutoTokenizer
 
-        self.vllm = vllm
+        from codeselect.vllm_client import VLLMEngine
+
         self.engine_kwargs, self.sampling_kwargs = vllm_request(model, cfg, **engine_options)
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            model, trust_remote_code=engine_options.get("trust_remote_code", False))
-        self.llm = vllm.LLM(**self.engine_kwargs)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                model, trust_remote_code=engine_options.get("trust_remote_code", False))
+        except OSError as exc:
+            raise UserError(f"cannot load model ({str(exc).splitlines()[0]})", file=model,
+                            key="model") from None
+        self.engine = VLLMEngine(self.engine_kwargs, python=python, device=device, cpu=cpu)
+        self.output_tokens = 0
+        self.generate_s = 0.0
 
     def generate(self, prompts: list[str], n: int, stops: list[str]) -> list[list[str]]:
-        params = self.vllm.SamplingParams(**{**self.sampling_kwargs, "n": n, "stop": stops})
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [[c.text for c in o.outputs] for o in outputs]
+        import time
+
+        t = time.perf_counter()
+        # token ids, encoded as the HF backend encodes them (the template holds the special tokens)
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        texts, tokens = self.engine.generate(ids, {**self.sampling_kwargs, "n": n, "stop": stops})
+        self.generate_s += time.perf_counter() - t
+        self.output_tokens += tokens
+        return texts
+
+    def close(self) -> None:
+        self.engine.close()

@@ -40,11 +40,17 @@ def make_backend(cfg: Any, model: str, gen: Any) -> Any:
         return HFBackend(model, device=str(b.device), dtype=str(b.dtype), cfg=gen,
                          trust_remote_code=bool(b.trust_remote_code))
     if b.name == "vllm":
-        return VLLMBackend(model, cfg=gen, tensor_parallel_size=int(b.tensor_parallel_size),
+        device = str(b.get("device", "auto"))
+        if device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"must be auto, cpu or cuda, got {device!r}", key="backend.device")
+        return VLLMBackend(model, cfg=gen, python=b.get("python", "auto"), device=device,
+                           cpu=dict(b.get("cpu") or {}),
+                           tensor_parallel_size=int(b.tensor_parallel_size),
                            dtype=str(b.dtype), max_model_len=b.max_model_len,
                            gpu_memory_utilization=float(b.gpu_memory_utilization),
                            enable_prefix_caching=bool(b.enable_prefix_caching),
-                           trust_remote_code=bool(b.trust_remote_code))
+                           trust_remote_code=bool(b.trust_remote_code),
+                           engine_args=dict(b.get("engine_args") or {}))
     raise UserError(f"unknown backend {b.name!r} (hf | vllm)", key="backend")
 
 
@@ -52,6 +58,13 @@ def _model_path(cfg: Any) -> str:
     from omegaconf import OmegaConf
 
     m = cfg.model
+    if m.source == "smollm2":  # the packaged SmolLM2, converted once to an HF folder in the cache
+        from codeselect.train.models import resolve_model_path
+
+        return resolve_model_path(OmegaConf.to_container(m, resolve=True), Path(str(cfg.cache_dir)), [])
+    if m.source == "tiny":
+        raise UserError("model=tiny is built from training texts; evaluate the checkpoint train.py "
+                        "saved (model=<run dir>/checkpoint)", key="model")
     missing = OmegaConf.is_missing(m, "path") if "path" in m else True
     path = None if missing or m.source != "hf" else m.path
     if not path:
@@ -64,18 +77,30 @@ def _model_path(cfg: Any) -> str:
 
 def generate(cfg: Any, bench: Any, problems: dict[str, Any]) -> Path:
     """Generate samples for `problems` with the configured model and backend (resumable)."""
-    from codeselect.evaluation.generate import generate_samples, output_path
+    from codeselect.evaluation.generate import generate_samples, output_path, read_done
 
     model = _model_path(cfg)
     gen = _gen_config(cfg)
     out = output_path(cfg.root, bench.name, model, cfg.backend.name, gen.temperature,
                       cfg.model_id)
+    done = read_done(out, gen.n_samples)
+    if all(done.get(t, 0) >= gen.n_samples for t in problems):  # resumed and complete: no model load
+        log.info("all %d tasks already generated in %s", len(problems), out)
+        return out
     backend = make_backend(cfg, model, gen)
     started = time.time()
-    generate_samples(problems, bench.name, backend, backend.tokenizer, gen, out,
-                     batch_size=int(cfg.backend.batch_size),
-                     progress=lambda d, t: log.info("generated %d/%d tasks", d, t))
+    try:
+        generate_samples(problems, bench.name, backend, backend.tokenizer, gen, out,
+                         batch_size=int(cfg.backend.batch_size),
+                         progress=lambda d, t: log.info("generated %d/%d tasks", d, t))
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
     log.info("generation took %.1fs -> %s", time.time() - started, out)
+    if getattr(backend, "output_tokens", 0):
+        log.info("vLLM: %d output tokens in %.1fs (%.0f tokens/s; engine start %.1fs)",
+                 backend.output_tokens, backend.generate_s,
+                 backend.output_tokens / max(backend.generate_s, 1e-9), backend.engine.load_s)
     return out
 
 

@@ -30,6 +30,8 @@ class ScorerConfig:
     strategy: str                       # Lightning strategy, e.g. ddp_spawn when devices > 1
     trust_remote_code: bool
     rating_token_ids: tuple[int, ...] | None  # DEITA: ids of "1".."6" (derived when null)
+    engine: str                         # hf (Lightning predict) | vllm (prompt logprobs, own environment)
+    vllm: dict[str, Any]                # engine=vllm: python, device, cpu, tensor_parallel_size, ...
     tiny: dict[str, Any] = field(default_factory=dict)  # build_tiny_lm options: only scorer=tiny has them
 
     @classmethod
@@ -62,8 +64,11 @@ class ScorerConfig:
             if len(ids) != 6 or not all(isinstance(i, int) and i >= 0 for i in ids):
                 raise UserError("must list six token ids (for ratings 1..6)", key=f"{key}.rating_token_ids")
             data["rating_token_ids"] = tuple(ids)
+        if data.get("engine", "hf") not in ("hf", "vllm"):
+            raise UserError(f"must be hf or vllm, got {data['engine']!r}", key=f"{key}.engine")
         data["model"] = str(data["model"])
         data["tiny"] = dict(data.get("tiny") or {})
+        data["vllm"] = dict(data.get("vllm") or {})
         return cls(**data)
 
     @property
@@ -123,4 +128,6 @@ def model_key(cfg: ScorerConfig, model_dir: Path | None, device: str, max_length
     opts = {"max_length": max_length, "dtype": str(cfg.torch_dtype(device)),
             "gguf_file": cfg.gguf_file, "rating_token_ids": cfg.rating_token_ids,
             "format": SCORE_DEFINITIONS}
+    if cfg.engine != "hf":  # equal within tolerance, not bit for bit: its own cache (HF keys unchanged)
+        opts["engine"] = cfg.engine
     return f"{ident}-{hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:8]}"

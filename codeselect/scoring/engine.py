@@ -5,6 +5,7 @@ Every kind scored by one model runs in one predict pass (the model loads once). 
 written to the cache as the run goes; a rerun after an interruption scores only the missing batches
 of the same deterministic plan, so its scores are identical to an uninterrupted run's. With
 `devices > 1` (and e.g. `strategy=ddp_spawn`) Lightning shards the batches over GPUs or CPU processes.
+`engine=vllm` scores the same batches through vLLM instead (`codeselect.scoring.vllm_scoring`).
 """
 from __future__ import annotations
 
@@ -92,6 +93,7 @@ def compute_scores(records: Sequence[dict[str, Any]], kinds: Sequence[str],
     out = {k: v for k in kinds if (v := store.load_final(k, n)) is not None}
     todo = [k for k in dict.fromkeys(kinds) if k not in out]
     computed_batches = 0
+    engine_start_s = 0.0
     if todo:
         tok = load_tokenizer(cfg, source)
         rating_ids = rating_token_ids(tok, cfg.rating_token_ids) \
@@ -105,8 +107,14 @@ def compute_scores(records: Sequence[dict[str, Any]], kinds: Sequence[str],
         if pending:
             log.info("scoring %s for %d samples with %s: %d batches", "/".join(todo), n, cfg.model,
                      len(pending))
-            run_predict(cfg, source, device, stores, pending, int(tok.pad_token_id), rating_ids, store,
-                        progress, Path(cache_dir))
+            if cfg.engine == "vllm":
+                from codeselect.scoring.vllm_scoring import run_vllm
+
+                engine_start_s = run_vllm(cfg, source, device, stores, pending, rating_ids, store,
+                                          max_length)
+            else:
+                run_predict(cfg, source, device, stores, pending, int(tok.pad_token_id), rating_ids,
+                            store, progress, Path(cache_dir))
             computed_batches = len(pending)
         for kind, ts in stores.items():
             parts = store.part_files(kind)
@@ -121,8 +129,9 @@ def compute_scores(records: Sequence[dict[str, Any]], kinds: Sequence[str],
             store.finalize(kind, values, parts)
             out[kind] = values
     if info is not None:
-        info.update({"scorer": cfg.model, "scorer_key": key, "scores_dir": str(store.root),
+        info.update({"scorer": cfg.model, "scorer_key": key, "engine": cfg.engine, "scores_dir": str(store.root),
                      "max_length": max_length,
                      "score_s": round(time.perf_counter() - t0, 3), "scored_batches": computed_batches,
+                     **({"engine_start_s": round(engine_start_s, 3)} if cfg.engine == "vllm" else {}),
                      "cached_kinds": [k for k in kinds if k not in todo]})
     return {k: out[k] for k in kinds}
