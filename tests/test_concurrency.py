@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from codeselect.config import conf_defaults
+
 
 def test_score_store_finalize_keeps_part_files_it_did_not_read(tmp_path: Path) -> None:
     from codeselect.scoring.store import ScoreStore
@@ -31,9 +33,7 @@ def test_score_store_finalize_keeps_part_files_it_did_not_read(tmp_path: Path) -
 
 RECORDS = [{"id": str(i), "instruction": f"Write a function that adds {i} to x",
             "response": f"def add_{i}(x):\n    return x + {i}\n"} for i in range(24)]
-SCORER = {"model": "tiny", "revision": None, "gguf_file": None, "dtype": "auto", "max_length": None,
-          "batch_tokens": 256, "max_batch_size": 2, "chunk_batches": 1, "devices": 1, "strategy": "auto",
-          "trust_remote_code": False, "rating_token_ids": None,
+SCORER = {**conf_defaults("scorer/tiny"), "batch_tokens": 256, "max_batch_size": 2, "chunk_batches": 1,
           "tiny": {"vocab_size": 300, "hidden_size": 16, "num_layers": 1, "num_heads": 2,
                    "intermediate_size": 32}}
 
