@@ -34,19 +34,33 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "multirun" / "smollm2"))
     ap.add_argument("--results", default=str(REPO / "benchmarks/results/smollm2.md"))
+    ap.add_argument("--evalplus", default=str(REPO.parent / "shared/data/evalplus"),
+                    help="folder with HumanEvalPlus-v0.1.10.jsonl and MbppPlus-v0.2.0.jsonl")
+    ap.add_argument("overrides", nargs="*", help="extra pipeline overrides (e.g. sample_num=100)")
     args = ap.parse_args()
+    files = {"humaneval": Path(args.evalplus) / "HumanEvalPlus-v0.1.10.jsonl",
+             "mbpp": Path(args.evalplus) / "MbppPlus-v0.2.0.jsonl"}
+    for f in files.values():
+        if not f.is_file():
+            print(f"error: {f}: not found (--evalplus)", file=sys.stderr)
+            return 2
     out = Path(args.out).resolve()
     py = sys.executable
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     step("pipeline (ours, random)", [py, "pipeline.py", "-m", "experiment=smollm2", "logger=none",
-                                     f"hydra.sweep.dir={out}"], times)
+                                     f"hydra.sweep.dir={out}",
+                                     *(f"benchmark_options.{b}.path={f}" for b, f in files.items()),
+                                     *args.overrides], times)
     for bench in ("humaneval", "mbpp"):
         step(f"untuned model, {bench}", [py, "evaluate.py", "model=smollm2", "backend=vllm",
                                          "backend.device=cpu", f"benchmark={bench}",
+                                         f"benchmark.path={files[bench]}",
                                          "generation.max_new_tokens=512", "logger=none",
                                          f"root={out / 'base' / 'generations'}",
-                                         f"hydra.run.dir={out / 'base' / bench}"], times)
+                                         f"hydra.run.dir={out / 'base' / bench}",
+                                         *(o[len("evaluate."):] for o in args.overrides
+                                           if o.startswith("evaluate."))], times)
     step("report", [py, "-m", "codeselect.report", str(out)], times)
     total = time.perf_counter() - t0
     rows = list(csv.DictReader(open(out / "report.csv")))
