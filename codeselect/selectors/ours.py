@@ -7,8 +7,8 @@ Each step normalises them and minimises (SYSTEM.md section 3)
 
 with s_i = max_j <f_i, theta_j>, c_i its argmax, and r_b = sum_a exp(<sg(theta_a), theta_b>/t): the
 stop-gradient is on the summed-over side, so the gradient of r_b flows into theta_b itself.
-Full-batch Adam, then the greedy unique mapping of centroids to samples (codeselect.mapping), whose
-candidate lists come from the optimisation's nearest-centroid tracker (no k x n product).
+Full-batch Adam, then the greedy unique mapping of centroids to samples (codeselect.mapping; at
+precision fp32 the reference's own products and sort order).
 
 Computed well: the argmax is exact (as fp32) and mostly skips the n x k product: a
 `codeselect.mapping.NearestTracker` kept across steps re-scores each sample's 32 nearest
@@ -261,8 +261,7 @@ def optimise_centroids(features: torch.Tensor, init: torch.Tensor, *, max_iter: 
                        **objective_kwargs: Any) -> tuple[torch.Tensor, list[float]]:
     """Run the Lightning Trainer for `max_iter` full-batch steps; return (centroids, loss history).
     `features_bf16`: the features already in bf16 (a caller that needs them again afterwards);
-    `info`: filled with the nearest-centroid tracker's counts of this process (`screen`) and, in
-    one process, the tracker itself (`tracker`)."""
+    `info`: filled with the nearest-centroid tracker's counts of this process (`screen`)."""
     from torch.utils.data import DataLoader
 
     if max_iter == 0:
@@ -291,8 +290,6 @@ def optimise_centroids(features: torch.Tensor, init: torch.Tensor, *, max_iter: 
         stats = dict(module.objective._tracker.stats)
         stats["rows"] = int(module.objective.features.shape[0])
         info["screen"] = stats
-        if trainer.world_size == 1:  # it tracked the whole pool: the mapping can start from it
-            info["tracker"] = module.objective._tracker
     return module.centroids.detach().cpu(), module.loss_history
 
 
@@ -332,7 +329,9 @@ class ParametricSelector(Selector):
         accelerator = self.accelerator or ("gpu" if str(ctx.device).startswith("cuda") else "cpu")
         device = "cuda" if accelerator in ("gpu", "cuda") else "cpu"
         precision = resolve_precision(self.precision, device)
-        feats = F.normalize(pool_embeddings(ctx, k, "ours").float(), dim=1).to(device)
+        # unit rows already (the loader's F.normalize, as the reference's one): normalising again
+        # would move ~5% of them by an ulp, and the fp32 subset would no longer be the reference's
+        feats = pool_embeddings(ctx, k, "ours").float().to(device)
         feats_bf16 = feats.to(torch.bfloat16) if precision == "bf16" else None  # converted once
 
         t0 = time.perf_counter()
@@ -350,7 +349,7 @@ class ParametricSelector(Selector):
         theta_hat = F.normalize(theta.to(device), dim=1)
         chosen, map_stats = greedy_unique_mapping(feats, theta_hat, candidates=self.mapping_candidates,
                                                   chunk_size=self.mapping_chunk_size, precision=precision,
-                                                  x_bf16=feats_bf16, tracker=opt_info.pop("tracker", None))
+                                                  x_bf16=feats_bf16)
         t3 = time.perf_counter()
         ctx.info.update({
             "loss_history": history,
