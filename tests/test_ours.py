@@ -177,6 +177,24 @@ def test_loss_and_gradient_match_the_float64_oracle(geometry: str, precision: st
     assert objective._tracker.stats["calls"] == 3
 
 
+@pytest.mark.parametrize("cache_mb", [1024.0, 0.0])
+def test_bf16_repulsion_over_several_strips_matches_the_float64_oracle(cache_mb: float) -> None:
+    """k = 2,500 > KK_STRIP: the symmetric k x k path (each strip times the centroids from its own
+    first row on, the rest mirrored) and, without a cache, the full row blocks."""
+    from codeselect.selectors import ours
+
+    assert 2500 > 2 * ours.KK_STRIP
+    x = F.normalize(unit(1, 32, seed=40) + 0.5 * unit(4000, 32, seed=41), dim=1)  # cosines ~0.8
+    theta0 = x[:2500] + 0.05 * unit(2500, 32, seed=42)
+    objective = Objective(x, scale=1 / 4000, precision="bf16", kk_cache_mb=cache_mb)
+    ref_loss, ref_grad = systemmd_gradient(x, theta0, 0.07, 1.0)
+    theta = theta0.clone().requires_grad_()
+    loss = parametric_loss(theta, objective)
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(ref_loss, rel=1e-3)
+    assert float((theta.grad.double() - ref_grad).norm() / ref_grad.norm()) < 0.02
+
+
 def test_loss_is_stable_at_low_temperature() -> None:
     """exp(s/t) overflows float32 at t = 0.01; the softplus form stays finite and correct."""
     x = unit(100, 8, seed=3)
