@@ -6,12 +6,18 @@ matrix product (about 4x faster than fp32 on CPUs with AVX512-BF16/AMX, and on G
 re-score the few surviving candidates exactly in fp32. The screen is safe: a candidate is dropped
 only when a rigorous bound on the bf16 rounding error proves it cannot win, so the results equal
 those of a plain fp32 computation (ties go to the lowest index).
+
+The fp32 greedy mapping is the reference's own computation, bit for bit (`reference_order_mapping`):
+its products (slices of 1,000 centroids times the whole pool) and the order of `torch.sort` among
+equal similarities (duplicate samples), which is not the lowest index. Written here because the
+reference's full sort of every row costs ~10x more than a top-m list that falls back to that sort
+only for the rows where the order of equal values decides a pick.
 """
 from __future__ import annotations
 
-import math
 import warnings
 
+import numpy as np
 import torch
 
 _U = 2.0 ** -8  # unit roundoff of bfloat16 (8 significant bits)
@@ -145,7 +151,6 @@ class NearestTracker:
             self.xb_norm = xb32.norm(dim=1)
         self._y: torch.Tensor | None = None
         self.cand = self.bound = None
-        self.values: torch.Tensor | None = None  # exact similarities of the candidates (rows with a finite bound)
         self.stats: dict[str, int] = {"calls": 0, "rescreened": 0, "dense": 0}
 
     def _screen(self, rows: torch.Tensor, y: torch.Tensor, m: int) -> None:
@@ -181,17 +186,12 @@ class NearestTracker:
                 self.cand[r] = torch.arange(k, device=y.device).expand(r.numel(), k)
 
     def _rescore(self, rows: torch.Tensor | None, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(best candidate similarity, its index) for `rows` (None: all), exact fp32; the candidates'
-        similarities are kept in `values`."""
+        """(best candidate similarity, its index) for `rows` (None: all), exact fp32."""
         cand = self.cand if rows is None else self.cand.index_select(0, rows)
         x = self.x if rows is None else self.x.index_select(0, rows)
         count, m = cand.shape
         pair_rows = torch.arange(count, device=y.device).repeat_interleave(m)
         vals = pair_dots(x, y, pair_rows, cand.reshape(-1)).view(-1, m)
-        if rows is None:
-            self.values = vals
-        else:
-            self.values[rows] = vals
         best, arg = vals.max(dim=1)  # the first maximum: candidates are in index order
         return best, cand.gather(1, arg[:, None]).squeeze(1)
 
@@ -260,71 +260,6 @@ def _candidates(x: torch.Tensor, y: torch.Tensor, m: int, chunk_size: int,
     return idx_out, val_out, thr_out
 
 
-DENSE_SHARE = 0.01  # share of the pool computed densely: the most uncertain rows (measured best at 0.5-2%)
-
-
-def _candidates_from_tracker(tracker: NearestTracker, y: torch.Tensor, depth: int
-                             ) -> tuple[list[list[int]], list[list[float]], list[float], dict]:
-    """Per-centroid candidate lists from a `NearestTracker` brought up to date on y, with no n x k
-    product: the tracker knows, for every sample, its nearest centroids exactly and a bound on all
-    the others, so the samples above a threshold tau are complete per centroid.
-
-    The `DENSE_SHARE` of the samples with the highest bounds get exact similarities to every
-    centroid; tau is the highest bound among the others, so their unlisted similarities are <= tau.
-    So for centroid j, every sample with similarity > tau is in its list (exact values), and any
-    of them is certified. Lists are cut at `depth`; a cut list's threshold is its first
-    left-out value. A list that runs out is refilled by `_candidates` (the walk's usual path)."""
-    x = tracker.x
-    n, k = x.shape[0], y.shape[0]
-    tracker(y)  # candidates and bounds valid for y (most rows keep theirs: only the last step moved)
-    cand, bound = tracker.cand, tracker.bound
-    m = cand.shape[1]
-    loose = torch.isposinf(bound)  # rows the tracker computed densely: no bound at all
-    dense = min(n, max(16, int(DENSE_SHARE * n)))
-    if dense >= n:
-        loose[:] = True
-    else:
-        loose[bound.topk(dense).indices] = True
-    tau = float(bound[~loose].max()) if not bool(loose.all()) else -math.inf
-    keep = (~loose).nonzero().squeeze(1)
-    vals = tracker.values.index_select(0, keep)
-    above = vals > tau
-    rows = keep[:, None].expand(-1, m)[above]  # row-major: samples ascending
-    cols = cand.index_select(0, keep)[above]
-    vals = vals[above]
-    d_rows = loose.nonzero().squeeze(1)
-    if d_rows.numel():  # exact similarities of the uncertain rows to every centroid
-        full = x.index_select(0, d_rows) @ y.T
-        dr, dc = (full > tau).nonzero(as_tuple=True)
-        rows = torch.cat([rows, d_rows[dr]])
-        cols = torch.cat([cols, dc])
-        vals = torch.cat([vals, full[dr, dc]])
-        order = torch.argsort(rows, stable=True)
-        rows, cols, vals = rows[order], cols[order], vals[order]
-    # by centroid, then similarity descending, then sample (a stable sort of samples in ascending
-    # order on one int64 key: the centroid, then the float's order-preserving integer, negated)
-    bits = vals.view(torch.int32).long()
-    ordered = torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)  # monotone in the float value
-    order = torch.argsort(cols * (1 << 33) + ((1 << 31) - ordered), stable=True)
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    counts = torch.bincount(cols, minlength=k)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(cols.numel(), device=x.device) - starts[cols]
-    thr = torch.full((k,), tau, dtype=torch.float32, device=x.device)
-    cut = rank == depth
-    thr[cols[cut]] = vals[cut]  # the first value left out of a cut list
-    inside = rank < depth
-    rows, cols, vals = rows[inside], cols[inside], vals[inside]
-    sizes = torch.bincount(cols, minlength=k).tolist()
-    flat_idx, flat_val = rows.tolist(), vals.tolist()
-    idx_out, val_out, lo = [], [], 0
-    for size in sizes:
-        idx_out.append(flat_idx[lo:lo + size])
-        val_out.append(flat_val[lo:lo + size])
-        lo += size
-    return idx_out, val_out, thr.tolist(), {"dense_rows": int(d_rows.numel()), "tau": tau}
-
-
 def _screen(x_bf16: torch.Tensor | None, m: int) -> torch.Tensor | None:
     """The bf16 screen for lists of length m; very long lists are cheaper from a plain fp32 product
     than from a screen whose every candidate is then re-scored."""
@@ -363,39 +298,77 @@ def _walk(cand_idx: list[list[int]], cand_val: list[list[float]], thr: list[floa
     return chosen, short
 
 
+REFERENCE_SLICE = 1000  # centroids per block in the reference's mapping (its products, bit for bit)
+
+
+def reference_order_mapping(x: torch.Tensor, y: torch.Tensor, *, candidates: int = 32,
+                            slice_size: int = REFERENCE_SLICE) -> tuple[list[int], dict]:
+    """The reference's mapping, same picks: centroids in slices of `slice_size`, each slice's fp32
+    similarities `y[slice] @ x.T`, and in centroid order the first sample of the row's descending
+    `torch.sort` that no earlier centroid took.
+
+    A row is walked through its top-(m+1) (`topk`); when those values are all distinct they are
+    the sort's first m+1 entries in the sort's order, so the first untaken one among the first m
+    is the sort's pick. A row with equal values among them (duplicate samples), or whose m
+    candidates are all taken, is sorted in full with `torch.sort` as the reference sorts it (a
+    row sorted alone comes out as in the batched sort). Returns the picks in centroid order and
+    stats (`sorted_rows`)."""
+    n, k = x.shape[0], y.shape[0]
+    x, y = x.float(), y.float()
+    xt = x.transpose(1, 0)  # as the reference: a transposed view, no copy
+    m = max(1, min(int(candidates), n))
+    fetch = min(m + 1, n)
+    taken = bytearray(n)
+    taken_np = np.frombuffer(taken, dtype=np.uint8)  # the same buffer, for the full-sort rows
+    chosen: list[int] = []
+    sorted_rows = 0
+    for lo in range(0, k, slice_size):
+        sim = torch.matmul(y[lo:lo + slice_size], xt)
+        vals, idx = sim.topk(fetch, dim=1)
+        distinct = (vals[:, 1:] != vals[:, :-1]).all(dim=1).tolist()
+        idx_rows = idx[:, :m].tolist()
+        for r, (ok, cand) in enumerate(zip(distinct, idx_rows)):
+            pick = -1
+            if ok:
+                for i in cand:
+                    if not taken[i]:
+                        pick = i
+                        break
+            if pick < 0:
+                sorted_rows += 1
+                order = torch.sort(sim[r], descending=True).indices.numpy()
+                pick = int(order[np.argmax(taken_np[order] == 0)])
+            taken[pick] = 1
+            chosen.append(pick)
+    return chosen, {"sorted_rows": sorted_rows, "candidates": m, "slice": slice_size}
+
+
 def greedy_unique_mapping(x: torch.Tensor, y: torch.Tensor, *, candidates: int | None = None,
                           chunk_size: int = 512, precision: str = "auto",
-                          x_bf16: torch.Tensor | None = None,
-                          tracker: NearestTracker | None = None) -> tuple[list[int], dict]:
+                          x_bf16: torch.Tensor | None = None) -> tuple[list[int], dict]:
     """In order j = 0..k-1, centroid y_j takes its most similar row of x that no earlier centroid
-    took (ties: lowest index). Same result as sorting all n similarities per centroid.
+    took. Same result as sorting all n similarities per centroid.
 
-    Each centroid gets its top-`candidates` samples in one chunked pass and the greedy walk uses
-    them. Centroids whose certified candidates ran out (many centroids in one dense region) get
-    lists 16x longer, all in one batched pass, and the walk restarts; a list of all n samples is
-    always certified, so this ends. Returns the k distinct indices and stats (`refilled`: lists
-    lengthened, `rounds`). `x_bf16`: x already in bf16 (a caller that converted it once).
-    `tracker`: a `NearestTracker` on x kept across the optimisation that produced y; the first lists
-    then come from its candidates and bounds (`_candidates_from_tracker`) instead of a k x n product.
+    precision fp32: the reference's computation exactly (`reference_order_mapping`: its products,
+    its sort's order among equal similarities). bf16: each centroid gets its top-`candidates`
+    samples from a bf16 screen re-scored in fp32 (ties: lowest index), in one chunked pass, and the
+    greedy walk uses them. Centroids whose certified candidates ran out (many centroids in one
+    dense region) get lists 16x longer, all in one batched pass, and the walk restarts; a list of
+    all n samples is always certified, so this ends. Returns the k distinct indices and stats
+    (`refilled`: lists lengthened, `rounds`). `x_bf16`: x already in bf16 (a caller that converted
+    it once).
     """
     n, k = x.shape[0], y.shape[0]
     if k > n:
         raise ValueError(f"cannot map {k} centroids to {n} distinct samples")
     precision = resolve_precision(precision, x.device)
+    if precision == "fp32":
+        chosen, stats = reference_order_mapping(x, y, candidates=candidates or 32)
+        return chosen, {**stats, "precision": precision}
     x, y = x.float(), y.float()
     m = max(1, min(int(candidates or auto_candidates(n, k)), n))
-    if precision == "bf16":
-        x_bf16 = x.to(torch.bfloat16) if x_bf16 is None else x_bf16
-    else:
-        x_bf16 = None
-    extra: dict = {}
-    if tracker is not None:
-        if tracker.x.shape != x.shape:
-            raise ValueError("the tracker was built on other samples")
-        m = max(m, 32)
-        cand_idx, cand_val, thr, extra = _candidates_from_tracker(tracker, y, m)
-    else:
-        cand_idx, cand_val, thr = _candidates(x, y, m, chunk_size, _screen(x_bf16, m))
+    x_bf16 = x.to(torch.bfloat16) if x_bf16 is None else x_bf16
+    cand_idx, cand_val, thr = _candidates(x, y, m, chunk_size, _screen(x_bf16, m))
     depth = [m] * k
     refilled, rounds = 0, 0
     while True:
@@ -409,5 +382,4 @@ def greedy_unique_mapping(x: torch.Tensor, y: torch.Tensor, *, candidates: int |
         idx, val, th = _candidates(x, y.index_select(0, rows), longer, chunk_size, _screen(x_bf16, longer))
         for r, j in enumerate(short):
             cand_idx[j], cand_val[j], thr[j], depth[j] = idx[r], val[r], th[r], longer
-    return chosen, {"refilled": refilled, "rounds": rounds, "candidates": m, "precision": precision,
-                    "from_tracker": tracker is not None, **extra}
+    return chosen, {"refilled": refilled, "rounds": rounds, "candidates": m, "precision": precision}

@@ -177,6 +177,24 @@ def test_loss_and_gradient_match_the_float64_oracle(geometry: str, precision: st
     assert objective._tracker.stats["calls"] == 3
 
 
+@pytest.mark.parametrize("cache_mb", [1024.0, 0.0])
+def test_bf16_repulsion_over_several_strips_matches_the_float64_oracle(cache_mb: float) -> None:
+    """k = 2,500 > KK_STRIP: the symmetric k x k path (each strip times the centroids from its own
+    first row on, the rest mirrored) and, without a cache, the full row blocks."""
+    from codeselect.selectors import ours
+
+    assert 2500 > 2 * ours.KK_STRIP
+    x = F.normalize(unit(1, 32, seed=40) + 0.5 * unit(4000, 32, seed=41), dim=1)  # cosines ~0.8
+    theta0 = x[:2500] + 0.05 * unit(2500, 32, seed=42)
+    objective = Objective(x, scale=1 / 4000, precision="bf16", kk_cache_mb=cache_mb)
+    ref_loss, ref_grad = systemmd_gradient(x, theta0, 0.07, 1.0)
+    theta = theta0.clone().requires_grad_()
+    loss = parametric_loss(theta, objective)
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(ref_loss, rel=1e-3)
+    assert float((theta.grad.double() - ref_grad).norm() / ref_grad.norm()) < 0.02
+
+
 def test_loss_is_stable_at_low_temperature() -> None:
     """exp(s/t) overflows float32 at t = 0.01; the softplus form stays finite and correct."""
     x = unit(100, 8, seed=3)
@@ -253,27 +271,38 @@ def test_mapping_matches_brute_force_greedy(precision: str, case: str) -> None:
     got, stats = greedy_unique_mapping(x, y, candidates=3, chunk_size=16, precision=precision)
     assert got == brute_greedy(x.double().numpy(), y.double().numpy())
     assert len(set(got)) == y.shape[0]
-    if case != "spread":
-        assert stats["refilled"] > 0  # the longer-list path was exercised
+    if case != "spread":  # the longer-list path (bf16) / the full-sort path (fp32) was exercised
+        assert stats["refilled" if precision == "bf16" else "sorted_rows"] > 0
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-@pytest.mark.parametrize("case", ["spread", "collisions", "identical"])
-def test_mapping_from_a_moving_tracker_matches_brute_force_greedy(precision: str, case: str) -> None:
-    """The selector's path: the lists come from the tracker of the optimisation (its candidates and
-    bounds, several steps old) instead of a k x n product; picks equal the float64 brute force."""
-    x = unit(3000, 12, seed=8)
-    if case == "spread":
-        y = unit(60, 12, seed=9)
-    elif case == "collisions":
-        y = F.normalize(x[:4].repeat(20, 1) + 0.05 * unit(80, 12, seed=10), dim=1)
-    else:
-        y = x[7].repeat(40, 1)
-    tracker = NearestTracker(x, candidates=4, precision=precision)
-    for step in range(3):  # earlier positions of the centroids: the bounds are inflated, not fresh
-        tracker(F.normalize(y + (3 - step) * 0.01 * unit(*y.shape, seed=20 + step), dim=1))
-    got, stats = greedy_unique_mapping(x, y, precision=precision, tracker=tracker)
-    assert stats["from_tracker"] and got == brute_greedy(x.double().numpy(), y.double().numpy())
+def sorted_walk(x: torch.Tensor, y: torch.Tensor) -> list[int]:
+    """SYSTEM.md section 3's mapping as the reference computes it: centroids in slices of 1,000,
+    each slice's fp32 similarities to the whole pool sorted in full (descending torch.sort), and in
+    centroid order the first sample of the row that no earlier centroid took."""
+    taken: set[int] = set()
+    out = []
+    for lo in range(0, y.shape[0], 1000):
+        order = torch.sort(torch.matmul(y[lo:lo + 1000], x.transpose(1, 0)), dim=1, descending=True).indices
+        for row in order.tolist():
+            pick = next(i for i in row if i not in taken)
+            taken.add(pick)
+            out.append(pick)
+    return out
+
+
+def test_fp32_mapping_is_the_references_sort_order_on_duplicate_samples() -> None:
+    """Duplicate pool rows give equal similarities; the reference's sort does not put them in index
+    order, so 'lowest index first' would pick other duplicates. fp32 follows the sort."""
+    x = unit(3000, 16, seed=30)
+    x[1000:1400] = x[:400]     # 400 pairs of identical samples
+    x[2000:2100] = x[:100]     # and 100 triples
+    y = F.normalize(x[:400].repeat(3, 1) + 0.02 * unit(1200, 16, seed=31), dim=1)  # 1,200: two slices
+    expected = sorted_walk(x, y)
+    got, stats = greedy_unique_mapping(x, y, precision="fp32")
+    assert got == expected
+    assert stats["sorted_rows"] > 0  # the full-sort path was needed and taken
+    lowest_first = brute_greedy(x.numpy(), y.numpy())  # ties to the lowest index: not the reference
+    assert lowest_first != expected and len(set(got)) == 1200
 
 
 def test_mapping_uses_every_sample_when_k_equals_n() -> None:

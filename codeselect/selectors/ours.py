@@ -7,8 +7,8 @@ Each step normalises them and minimises (SYSTEM.md section 3)
 
 with s_i = max_j <f_i, theta_j>, c_i its argmax, and r_b = sum_a exp(<sg(theta_a), theta_b>/t): the
 stop-gradient is on the summed-over side, so the gradient of r_b flows into theta_b itself.
-Full-batch Adam, then the greedy unique mapping of centroids to samples (codeselect.mapping), whose
-candidate lists come from the optimisation's nearest-centroid tracker (no k x n product).
+Full-batch Adam, then the greedy unique mapping of centroids to samples (codeselect.mapping; at
+precision fp32 the reference's own products and sort order).
 
 Computed well: the argmax is exact (as fp32) and mostly skips the n x k product: a
 `codeselect.mapping.NearestTracker` kept across steps re-scores each sample's 32 nearest
@@ -17,7 +17,7 @@ bound no longer proves the winner are screened again (bf16 or fp32 product, chun
 no_grad). The reference recomputes the whole n x k matrix every step. Only the winning pairs
 carry gradient, so the sample-side backward is a sparse (k x n) @ (n x d) product, O(n d); the loss
 uses the stable softplus form; the k x k repulsion is chunked (its softmax rows cached when they fit
-in `kk_cache_mb`) and, with precision bf16, runs in bf16 with an exact diagonal, fp32 row sums and
+in `kk_cache_mb`, then at bf16 built from its upper triangle, E being symmetric) and, with precision bf16, runs in bf16 with an exact diagonal, fp32 row sums and
 the repulsion gradient accumulated onto the attraction inside the matmul (one rounding of the
 total): the loss stays within ~1e-3 of fp32 on clustered centroids (tests/test_ours.py), and the
 60-step benchmark's picks and final loss are compared with the reference's in
@@ -46,6 +46,8 @@ from codeselect.mapping import NearestTracker, csr, greedy_unique_mapping, resol
 from codeselect.selectors.base import SelectionContext, Selector, pool_embeddings
 
 log = logging.getLogger(__name__)
+
+KK_STRIP = 1024  # centroid rows per product in the symmetric k x k repulsion (bf16)
 
 
 @dataclass
@@ -87,6 +89,22 @@ class Objective:
             block.diagonal(offset=lo).copy_(((rowwise_dot(rows, rows) - 1.0) / t).exp_())
         return block
 
+    def _kk_symmetric(self, theta_hat: torch.Tensor, theta_mm: torch.Tensor) -> torch.Tensor:
+        """The whole E of `_kk_block` from its upper triangle: E is symmetric, so each strip of
+        `KK_STRIP` rows is multiplied only with the centroids from its own first row on, and the
+        part right of its diagonal block is mirrored below it (about half the products and exps of
+        the full matrix). bf16 only: at fp32 the full products stay as the reference computes them."""
+        k, t = theta_mm.shape[0], self.temperature
+        whole = torch.empty(k, k, dtype=theta_mm.dtype, device=theta_mm.device)
+        shift = torch.full((1,), -1.0, dtype=theta_mm.dtype, device=theta_mm.device)
+        for lo in range(0, k, KK_STRIP):
+            hi = min(k, lo + KK_STRIP)
+            strip = torch.addmm(shift, theta_mm[lo:hi], theta_mm[lo:].T, beta=1.0 / t, alpha=1.0 / t).exp_()
+            whole[lo:hi, lo:] = strip
+            whole[hi:, lo:hi] = strip[:, hi - lo:].T
+        whole.diagonal().copy_(((rowwise_dot(theta_hat, theta_hat) - 1.0) / t).exp_())
+        return whole
+
     def log_repulsion(self, theta_hat: torch.Tensor, theta_mm: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
         """(log r_j, the row sums of E, the E blocks in the matmul dtype when they fit in
@@ -103,6 +121,10 @@ class Objective:
         cache: list[torch.Tensor] | None = [] if k * k * item <= self.kk_cache_mb * (1 << 20) else None
         row_sum = torch.empty(k, dtype=torch.float32, device=theta_hat.device)
         step = self._kk_rows(k)
+        if cache is not None and theta_mm.dtype != torch.float32:
+            whole = self._kk_symmetric(theta_hat, theta_mm)
+            torch.sum(whole, dim=1, dtype=torch.float32, out=row_sum)
+            return row_sum.log() + 1.0 / self.temperature, row_sum, list(whole.split(step))
         for lo in range(0, k, step):
             block = self._kk_block(theta_hat, theta_mm, lo, lo + step)
             # fp32 sums in one op (slices of rows were ~10x slower on the shared 2-core CPU: every
@@ -261,8 +283,7 @@ def optimise_centroids(features: torch.Tensor, init: torch.Tensor, *, max_iter: 
                        **objective_kwargs: Any) -> tuple[torch.Tensor, list[float]]:
     """Run the Lightning Trainer for `max_iter` full-batch steps; return (centroids, loss history).
     `features_bf16`: the features already in bf16 (a caller that needs them again afterwards);
-    `info`: filled with the nearest-centroid tracker's counts of this process (`screen`) and, in
-    one process, the tracker itself (`tracker`)."""
+    `info`: filled with the nearest-centroid tracker's counts of this process (`screen`)."""
     from torch.utils.data import DataLoader
 
     if max_iter == 0:
@@ -291,8 +312,6 @@ def optimise_centroids(features: torch.Tensor, init: torch.Tensor, *, max_iter: 
         stats = dict(module.objective._tracker.stats)
         stats["rows"] = int(module.objective.features.shape[0])
         info["screen"] = stats
-        if trainer.world_size == 1:  # it tracked the whole pool: the mapping can start from it
-            info["tracker"] = module.objective._tracker
     return module.centroids.detach().cpu(), module.loss_history
 
 
@@ -332,7 +351,9 @@ class ParametricSelector(Selector):
         accelerator = self.accelerator or ("gpu" if str(ctx.device).startswith("cuda") else "cpu")
         device = "cuda" if accelerator in ("gpu", "cuda") else "cpu"
         precision = resolve_precision(self.precision, device)
-        feats = F.normalize(pool_embeddings(ctx, k, "ours").float(), dim=1).to(device)
+        # unit rows already (the loader's F.normalize, as the reference's one): normalising again
+        # would move ~5% of them by an ulp, and the fp32 subset would no longer be the reference's
+        feats = pool_embeddings(ctx, k, "ours").float().to(device)
         feats_bf16 = feats.to(torch.bfloat16) if precision == "bf16" else None  # converted once
 
         t0 = time.perf_counter()
@@ -350,7 +371,7 @@ class ParametricSelector(Selector):
         theta_hat = F.normalize(theta.to(device), dim=1)
         chosen, map_stats = greedy_unique_mapping(feats, theta_hat, candidates=self.mapping_candidates,
                                                   chunk_size=self.mapping_chunk_size, precision=precision,
-                                                  x_bf16=feats_bf16, tracker=opt_info.pop("tracker", None))
+                                                  x_bf16=feats_bf16)
         t3 = time.perf_counter()
         ctx.info.update({
             "loss_history": history,
