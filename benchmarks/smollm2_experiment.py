@@ -30,6 +30,16 @@ def step(name: str, argv: list[str], times: dict[str, float]) -> None:
     print(f"== {name}: {times[name]:.0f} s", flush=True)
 
 
+def evaluate_overrides(overrides: list[str]) -> list[str]:
+    """The pipeline's `evaluate.X=...` overrides as evaluate.py takes them (`X=...`, `+` kept)."""
+    out = []
+    for o in overrides:
+        plus = "+" if o.startswith("+") else ""
+        if o.lstrip("+").startswith("evaluate."):
+            out.append(plus + o.lstrip("+")[len("evaluate."):])
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "multirun" / "smollm2"))
@@ -59,8 +69,7 @@ def main() -> int:
                                          "generation.max_new_tokens=512", "logger=none",
                                          f"root={out / 'base' / 'generations'}",
                                          f"hydra.run.dir={out / 'base' / bench}",
-                                         *(o[len("evaluate."):] for o in args.overrides
-                                           if o.startswith("evaluate."))], times)
+                                         *evaluate_overrides(args.overrides)], times)
     step("report", [py, "-m", "codeselect.report", str(out)], times)
     total = time.perf_counter() - t0
     rows = list(csv.DictReader(open(out / "report.csv")))
