@@ -5,7 +5,8 @@
 1. `python pipeline.py -m experiment=smollm2`: for ours and random, select from the embedded default
    pool, fine-tune SmolLM2-135M-Instruct one epoch, generate with vLLM's CPU engine on all of MBPP+
    and HumanEval+, score in the sandbox;
-2. `python evaluate.py model=smollm2 backend=vllm` on both benchmarks: the untuned model's row;
+2. `python evaluate.py experiment=smollm2 model=smollm2` on both benchmarks: the untuned model's row
+   (the recipe's generation and vLLM settings);
 3. `python -m codeselect.report`: the table, the paired significance tests, the plots.
 Writes the table, the p-values and the wall time of each step to `--results`.
 """
@@ -31,12 +32,15 @@ def step(name: str, argv: list[str], times: dict[str, float]) -> None:
 
 
 def evaluate_overrides(overrides: list[str]) -> list[str]:
-    """The pipeline's `evaluate.X=...` overrides as evaluate.py takes them (`X=...`, `+` kept)."""
+    """The pipeline's overrides that evaluate.py takes too: `evaluate.X=...` as `X=...` and the
+    shared `backend.X=...` as they are (`+` kept)."""
     out = []
     for o in overrides:
-        plus = "+" if o.startswith("+") else ""
-        if o.lstrip("+").startswith("evaluate."):
-            out.append(plus + o.lstrip("+")[len("evaluate."):])
+        plus, body = ("+" if o.startswith("+") else ""), o.lstrip("+")
+        if body.startswith("evaluate."):
+            out.append(plus + body[len("evaluate."):])
+        elif body.startswith("backend."):
+            out.append(o)
     return out
 
 
@@ -63,7 +67,7 @@ def main() -> int:
                                      *(f"benchmark_options.{b}.path={f}" for b, f in files.items()),
                                      *args.overrides], times)
     for bench in ("humaneval", "mbpp"):
-        step(f"untuned model, {bench}", [py, "evaluate.py", "model=smollm2", "backend=vllm",
+        step(f"untuned model, {bench}", [py, "evaluate.py", "experiment=smollm2", "model=smollm2", "backend=vllm",
                                          "backend.device=cpu", f"benchmark={bench}",
                                          f"benchmark.path={files[bench]}",
                                          "generation.max_new_tokens=512", "logger=none",
