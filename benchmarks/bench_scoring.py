@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/scoring.md"))
     ap.add_argument("--groups", choices=["all", "ifd", "deita"], default="all")
     ap.add_argument("--eager", action="store_true", help="vLLM without torch.compile (faster start)")
+    ap.add_argument("--vllm-threads", type=int, default=None,
+                    help="vLLM's CPU compute threads (scorer.vllm.cpu.threads; default: vLLM's binding)")
     ap.add_argument("--vllm", action="store_true", help="also time scorer.engine=vllm (vLLM's CPU engine "
                     "in .venv-vllm); its engine start is reported apart")
     args = ap.parse_args()
@@ -84,7 +86,8 @@ def main() -> None:
     batched = ScorerConfig.from_mapping(base)
     single = ScorerConfig.from_mapping({**base, "max_batch_size": 1})
     vllm_cfg = ScorerConfig.from_mapping({**base, "engine": "vllm", "vllm": {
-        **base["vllm"], "device": "cpu", "engine_args": {"enforce_eager": args.eager}}})
+        **base["vllm"], "device": "cpu", "engine_args": {"enforce_eager": args.eager},
+        "cpu": {**base["vllm"]["cpu"], "threads": args.vllm_threads}}})
     groups = {name: kinds for name, kinds in GROUPS.items()
               if args.groups == "all" or (args.groups == "ifd") == ("ppl" in kinds)}
     described = ("the tiny random Llama (codeselect.tiny_lm: hidden 64, 2 layers)" if args.model == "tiny"
@@ -154,7 +157,9 @@ def main() -> None:
         lines += ["## scorer.engine=vllm (vLLM's CPU engine, `.venv-vllm`), same records, same run", "",
                   "| scores | reference loop (s) | ours HF, batched (s) | ours vLLM (s) | vLLM vs reference | "
                   "same, start included | median / max rel. diff vs ours HF |", "|---|---|---|---|---|---|---|",
-                  *vllm_rows, ""]
+                  *vllm_rows, "",
+                  f"vLLM: {'eager' if args.eager else 'torch.compile'}, CPU compute threads "
+                  f"{args.vllm_threads or 'as vLLM binds them (one core of two here, the other reserved)'}.", ""]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
