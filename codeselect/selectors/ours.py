@@ -17,9 +17,9 @@ bound no longer proves the winner are screened again (bf16 or fp32 product, chun
 no_grad). The reference recomputes the whole n x k matrix every step. Only the winning pairs
 carry gradient, so the sample-side backward is a sparse (k x n) @ (n x d) product, O(n d); the loss
 uses the stable softplus form; the k x k repulsion is chunked (its softmax rows cached when they fit
-in `kk_cache_mb`, then at bf16 built from its upper triangle, E being symmetric) and, with precision bf16, runs in bf16 with an exact diagonal, fp32 row sums and
-the repulsion gradient accumulated onto the attraction inside the matmul (one rounding of the
-total): the loss stays within ~1e-3 of fp32 on clustered centroids (tests/test_ours.py), and the
+in `kk_cache_mb`, then at bf16 built from its upper triangle, E being symmetric) and, with precision
+bf16, runs in bf16 with an exact diagonal, fp32 row sums and the repulsion gradient accumulated
+onto the attraction inside the matmul (one rounding of the total): the loss stays within ~1e-3 of fp32 on clustered centroids (tests/test_ours.py), and the
 60-step benchmark's picks and final loss are compared with the reference's in
 benchmarks/results/ours.md; precision fp32 computes everything in fp32 (the reference's subset).
 
@@ -77,16 +77,18 @@ class Objective:
     def _kk_rows(self, k: int) -> int:
         return max(1, min(k, (64 << 20) // max(1, k)))  # 64M entries per k x k row block
 
-    def _kk_block(self, theta_hat: torch.Tensor, theta_mm: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        """E = exp((<theta_j, theta_l> - 1)/t) for rows lo:hi in `theta_mm`'s dtype, in [0, 1] (rows
-        are unit vectors, so the largest logit is the diagonal's 1/t): one fused matmul and one
-        in-place exp. With bf16 the diagonal, the largest term of every row, is computed in fp32."""
+    def _kk_block(self, theta_hat: torch.Tensor, theta_mm: torch.Tensor, lo: int, hi: int,
+                  first_col: int = 0) -> torch.Tensor:
+        """E = exp((<theta_j, theta_l> - 1)/t) for rows lo:hi and columns first_col: in `theta_mm`'s
+        dtype, in [0, 1] (rows are unit vectors, so the largest logit is the diagonal's 1/t): one fused
+        matmul and one in-place exp. With bf16 the diagonal, the largest term of every row, is
+        computed in fp32."""
         shift = torch.full((1,), -1.0, dtype=theta_mm.dtype, device=theta_mm.device)
         t = self.temperature
-        block = torch.addmm(shift, theta_mm[lo:hi], theta_mm.T, beta=1.0 / t, alpha=1.0 / t).exp_()
+        block = torch.addmm(shift, theta_mm[lo:hi], theta_mm[first_col:].T, beta=1.0 / t, alpha=1.0 / t).exp_()
         if theta_mm.dtype != torch.float32:
             rows = theta_hat[lo:hi]
-            block.diagonal(offset=lo).copy_(((rowwise_dot(rows, rows) - 1.0) / t).exp_())
+            block.diagonal(offset=lo - first_col).copy_(((rowwise_dot(rows, rows) - 1.0) / t).exp_())
         return block
 
     def _kk_symmetric(self, theta_hat: torch.Tensor, theta_mm: torch.Tensor) -> torch.Tensor:
@@ -94,15 +96,13 @@ class Objective:
         `KK_STRIP` rows is multiplied only with the centroids from its own first row on, and the
         part right of its diagonal block is mirrored below it (about half the products and exps of
         the full matrix). bf16 only: at fp32 the full products stay as the reference computes them."""
-        k, t = theta_mm.shape[0], self.temperature
+        k = theta_mm.shape[0]
         whole = torch.empty(k, k, dtype=theta_mm.dtype, device=theta_mm.device)
-        shift = torch.full((1,), -1.0, dtype=theta_mm.dtype, device=theta_mm.device)
         for lo in range(0, k, KK_STRIP):
             hi = min(k, lo + KK_STRIP)
-            strip = torch.addmm(shift, theta_mm[lo:hi], theta_mm[lo:].T, beta=1.0 / t, alpha=1.0 / t).exp_()
+            strip = self._kk_block(theta_hat, theta_mm, lo, hi, first_col=lo)
             whole[lo:hi, lo:] = strip
             whole[hi:, lo:hi] = strip[:, hi - lo:].T
-        whole.diagonal().copy_(((rowwise_dot(theta_hat, theta_hat) - 1.0) / t).exp_())
         return whole
 
     def log_repulsion(self, theta_hat: torch.Tensor, theta_mm: torch.Tensor | None = None
