@@ -86,8 +86,7 @@ def main() -> None:
     batched = ScorerConfig.from_mapping(base)
     single = ScorerConfig.from_mapping({**base, "max_batch_size": 1})
     vllm_cfg = ScorerConfig.from_mapping({**base, "engine": "vllm", "vllm": {
-        **base["vllm"], "python": "auto",  # conf's ${oc.env:...} is resolved by Hydra only: find it the same way
-        "device": "cpu", "engine_args": {"enforce_eager": args.eager},
+        **base["vllm"], "device": "cpu", "engine_args": {"enforce_eager": args.eager},
         "cpu": {**base["vllm"]["cpu"], "threads": args.vllm_threads}}})
     groups = {name: kinds for name, kinds in GROUPS.items()
               if args.groups == "all" or (args.groups == "ifd") == ("ppl" in kinds)}

@@ -61,14 +61,13 @@ def test_vllm_scores_equal_hf_scores_and_resume(smollm2, records, tmp_path):
     defaults = conf_defaults("scorer/base")
     base = {**defaults, "model": smollm2, "dtype": "float32", "max_length": 512, "batch_tokens": 2048,
             "max_batch_size": 4, "chunk_batches": 1}  # 3 batches per kind
-    engine = {**defaults["vllm"], "python": "auto"}
     ph = pool_hash(records)
     hf = compute_scores(records, KINDS, base, cache_dir=tmp_path / "hf", pool_hash=ph, progress=False)
 
     # An interrupted vLLM run: the first batch of `ppl` is already in a part file (HF's values, so
     # that a re-score would show). The run must keep it and score only the rest.
     cfg = ScorerConfig.from_mapping({**base, "engine": "vllm",
-                                      "vllm": {**engine, "device": "cpu", "engine_args": {"enforce_eager": True}}})
+                                      "vllm": {**defaults["vllm"], "device": "cpu", "engine_args": {"enforce_eager": True}}})
     info: dict = {}
     tok = load_tokenizer(cfg, smollm2)
     ts = encode("ppl", records, tok, 512)
@@ -90,7 +89,7 @@ def test_vllm_scores_equal_hf_scores_and_resume(smollm2, records, tmp_path):
         np.testing.assert_allclose(vl[kind], hf[kind], atol=RATING_ATOL, rtol=0, err_msg=kind)
     # finished: read back from the cache, no engine started (the interpreter does not even exist)
     again: dict = {}
-    cached = ScorerConfig.from_mapping({**base, "engine": "vllm", "vllm": {**engine, "python": "/nonexistent"}})
+    cached = ScorerConfig.from_mapping({**base, "engine": "vllm", "vllm": {**defaults["vllm"], "python": "/nonexistent"}})
     out = compute_scores(records, KINDS, cached, cache_dir=tmp_path / "vllm", pool_hash=ph, info=again,
                          progress=False)
     assert again["scored_batches"] == 0 and all(np.array_equal(out[k], vl[k]) for k in KINDS)
