@@ -36,6 +36,30 @@ def cache_dir() -> Path:
     return CACHE
 
 
+@pytest.fixture(scope="session")
+def real_pairs(shared: Path):
+    """`real_pairs(count, response_chars)`: the first `count` records of the real 15K instruction pool
+    whose response starts with a non-space, clipped (instruction 300 characters, response
+    `response_chars`) so that LMs score them fast."""
+    import gzip
+    import itertools
+    import json
+
+    def take(count: int, response_chars: int) -> list[dict]:
+        out = []
+        with gzip.open(shared / "data/instruct/code-instruct-15k.jsonl.gz", "rt", encoding="utf-8") as fh:
+            for line in itertools.islice(fh, 200):
+                rec = json.loads(line)
+                if rec["response"][:1].strip():
+                    out.append({**rec, "instruction": rec["instruction"][:300],
+                                "response": rec["response"][:response_chars]})
+                if len(out) == count:
+                    break
+        return out
+
+    return take
+
+
 @pytest.fixture(scope="module")
 def humaneval(shared: Path):
     """HumanEval+ from ../shared, loaded once per test module."""

@@ -1,9 +1,6 @@
 """Per-sample LM scores: PPL / IFD / DEITA values against hand computation, batching, cache, resume, input files."""
 from __future__ import annotations
 
-import gzip
-import itertools
-import json
 import math
 from pathlib import Path
 
@@ -18,21 +15,11 @@ from codeselect.scoring.batching import plan_batches
 from codeselect.scoring.encoding import deita_prompt, encode, rating_token_ids
 from codeselect.scoring.reductions import expected_rating, masked_perplexity
 
-POOL = "data/instruct/code-instruct-15k.jsonl.gz"
-
 
 @pytest.fixture(scope="module")
-def records(shared: Path) -> list[dict]:
+def records(real_pairs) -> list[dict]:
     """24 real pairs, clipped so the tiny model runs fast; every response starts with a non-space."""
-    out = []
-    with gzip.open(shared / POOL, "rt", encoding="utf-8") as fh:
-        for line in itertools.islice(fh, 200):
-            rec = json.loads(line)
-            if rec["response"][:1].strip():
-                out.append({**rec, "instruction": rec["instruction"][:300], "response": rec["response"][:500]})
-            if len(out) == 24:
-                break
-    return out
+    return real_pairs(24, 500)
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,7 @@
 engine in its own environment, no mock), the same part files, resume and cache."""
 from __future__ import annotations
 
-import gzip
-import itertools
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,16 +41,8 @@ def smollm2(cache_dir) -> str:
 
 
 @pytest.fixture(scope="module")
-def records(shared: Path) -> list[dict]:
-    out = []
-    with gzip.open(shared / "data/instruct/code-instruct-15k.jsonl.gz", "rt", encoding="utf-8") as fh:
-        for line in itertools.islice(fh, 200):
-            rec = json.loads(line)
-            if rec["response"][:1].strip():
-                out.append({**rec, "instruction": rec["instruction"][:300], "response": rec["response"][:400]})
-            if len(out) == 10:
-                break
-    return out
+def records(real_pairs) -> list[dict]:
+    return real_pairs(10, 400)
 
 
 def test_vllm_scores_equal_hf_scores_and_resume(smollm2, records, tmp_path):
