@@ -354,9 +354,9 @@ def greedy_unique_mapping(x: torch.Tensor, y: torch.Tensor, *, candidates: int |
     samples from a bf16 screen re-scored in fp32 (ties: lowest index), in one chunked pass, and the
     greedy walk uses them. Centroids whose certified candidates ran out (many centroids in one
     dense region) get lists 16x longer, all in one batched pass, and the walk restarts; a list of
-    all n samples is always certified, so this ends. Returns the k distinct indices and stats
-    (`refilled`: lists lengthened, `rounds`). `x_bf16`: x already in bf16 (a caller that converted
-    it once).
+    all n samples is always certified, so this ends; `chunk_size` centroids per pass (fp32 keeps the
+    reference's slices of 1,000). Returns the k distinct indices and stats (`refilled`: lists
+    lengthened, `rounds`). `x_bf16`: x already in bf16 (a caller that converted it once).
     """
     n, k = x.shape[0], y.shape[0]
     if k > n:
