@@ -130,6 +130,9 @@ def run_pipeline(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     job = {"job_id": job_id(run_dir), "selector": manifest["selector"],
            "sample_num": manifest["sample_num"], "selection": str(selection),
            "checkpoint": str(checkpoint), "train_final_loss": trained.get("final_loss"), "pass@1": results}
+    from codeselect.lineage import log_job  # the `job` run: one summary joining the stages
+
+    job["summary"] = log_job(cfg, run_dir, job["job_id"])
     write_json(run_dir / "pipeline.json", job)
     log.info("pipeline done: %s", job)
     return job

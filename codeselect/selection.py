@@ -120,8 +120,14 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         **cleaning,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+    if cfg.report.enabled:  # what was picked: report + dataset card beside selection.json
+        from codeselect.selection_report import write_selection_report
+
+        manifest["report"] = write_selection_report(pool, indices, embeddings, manifest, cfg.report, run_dir,
+                                                    scores={**ctx.record_scores, **ctx.report_scores})
     write_json(run_dir / "selection.json", manifest)
 
+    from codeselect.lineage import log_selection
     from codeselect.tracking import run_context, start_tracker
 
     context = run_context(cfg, "select", run_dir)
@@ -129,9 +135,7 @@ def run_selection(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
                        name=f"{selector.name}-sn{k}", context=context) as tracker:
         for step, loss in enumerate(ctx.info.get("loss_history", [])):
             tracker.log({"selector/loss": loss}, step=step)
-        tracker.summary({"metrics": metrics, "timings": timings, "sample_num": k,
-                         "pool_size": len(pool), "selector": selector.name,
-                         "contaminated_selected": len(cleaning["decontamination"].get("selected_flagged", []))})
+        log_selection(tracker, manifest, run_dir, artifacts=bool(cfg.logger.get("artifacts", True)))
         if plot_file is not None:
             tracker.log_image("selection", plot_file)
 

@@ -5,10 +5,12 @@ W&B is imported lazily and never blocks on the network: without an API key it ru
 
 Every run of every stage carries the same identity in its config and tags (`run_context`):
 `stage`, `selector.name`, `sample_num` and `job_id` (the pipeline job, or the run dir), and runs
-of one sweep share a W&B group (the sweep dir), so the README's dashboard recipe (pass@1 or MMD
-against sample_num, one line per selector) works across select, train and evaluate runs.
+of one sweep share a W&B group (the sweep dir). Configs go to W&B nested (`selector: {name: ...}`,
+addressed as `selector.name` by W&B's filters, grouping and panels); metric keys use `/`.
 Select and evaluate log through `Tracker`s (context managers: finished on the way out, crash or
-not); training logs through Lightning's own WandbLogger / CSVLogger (`lightning_logger`).
+not); training logs through Lightning's own WandbLogger / CSVLogger (`lightning_logger`), and
+`attach(logger)` gives that run the same Tracker interface. What each stage logs (keys, artifacts)
+is `codeselect.lineage`'s business.
 """
 from __future__ import annotations
 
@@ -105,6 +107,12 @@ def with_context(config: Mapping[str, Any], ctx: Mapping[str, Any]) -> dict[str,
     return out
 
 
+def group_of_sweep_dir(sweep_dir: str | Path) -> str:
+    """The W&B group of a sweep: its dir's last two parts (`multirun/select/<time>` -> `select-<time>`)."""
+    parts = Path(str(sweep_dir)).parts
+    return "-".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
+
+
 def sweep_group() -> str | None:
     """Inside a Hydra multirun job: a group name shared by every job of the sweep (from its dir)."""
     try:
@@ -114,8 +122,7 @@ def sweep_group() -> str | None:
         hc = HydraConfig.get()
         if hc.mode != RunMode.MULTIRUN:
             return None
-        parts = Path(str(hc.sweep.dir)).parts
-        return "-".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
+        return group_of_sweep_dir(str(hc.sweep.dir))
     except Exception:  # noqa: BLE001 - not under Hydra
         return None
 
@@ -127,7 +134,10 @@ def group_for(logger_cfg: Mapping[str, Any], ctx: Mapping[str, Any]) -> str | No
 
 # ----------------------------------------------------------------------------- select / evaluate
 class Tracker:
-    """No-op tracker; the base of the real ones. A context manager: `finish()` on the way out."""
+    """No-op tracker; the base of the real ones. A context manager: `finish()` on the way out.
+    `wandb_run` is the W&B run behind it (None for CSV / none): artifacts need one."""
+
+    wandb_run: Any = None
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:  # noqa: D102
         pass
@@ -139,6 +149,12 @@ class Tracker:
         pass
 
     def log_table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:  # noqa: D102
+        pass
+
+    def log_artifact(self, artifact: Any) -> None:  # noqa: D102
+        pass
+
+    def use_artifact(self, artifact: Any) -> None:  # noqa: D102
         pass
 
     def finish(self, failed: bool = False) -> None:  # noqa: D102
@@ -179,7 +195,10 @@ class CSVTracker(Tracker):
 
 
 class WandbTracker(Tracker):
-    """A W&B run; offline (files under the run dir) unless logged in or WANDB_MODE says otherwise."""
+    """A W&B run; offline (files under the run dir) unless logged in or WANDB_MODE says otherwise.
+    The config goes in nested (W&B's filters and grouping read `selector.name` from it)."""
+
+    owned = True  # finish() ends the run (False for a run Lightning owns: see `attach`)
 
     def __init__(self, run_dir: str | Path, config: Mapping[str, Any], *, project: str,
                  job_type: str, name: str | None = None, group: str | None = None,
@@ -190,10 +209,20 @@ class WandbTracker(Tracker):
         os.environ.setdefault("WANDB_SILENT", "true")
         self.wandb = wandb
         self.run = wandb.init(project=project, job_type=job_type, name=name, group=group,
-                              tags=tags or None, config=flatten(config), dir=str(run_dir),
+                              tags=tags or None, config=dict(config), dir=str(run_dir),
                               mode=mode, reinit="finish_previous",
                               settings=wandb.Settings(silent=True, console="off"))
+        self.wandb_run = self.run
         log.info("W&B run %s (%s) in %s", self.run.id, mode, run_dir)
+
+    @classmethod
+    def of_run(cls, run: Any) -> "WandbTracker":
+        """A tracker over a run someone else started and finishes (Lightning's WandbLogger)."""
+        import wandb
+
+        tracker = cls.__new__(cls)
+        tracker.wandb, tracker.run, tracker.wandb_run, tracker.owned = wandb, run, run, False
+        return tracker
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         self.run.log(dict(flatten(metrics, sep="/")), step=step)
@@ -208,8 +237,25 @@ class WandbTracker(Tracker):
     def log_table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
         self.run.log({name: self.wandb.Table(columns=columns, data=rows)})
 
+    def log_artifact(self, artifact: Any) -> None:
+        """An output of this run."""
+        self.run.log_artifact(artifact)
+
+    def use_artifact(self, artifact: Any) -> None:
+        """An input of this run, given as the artifact itself (same name, type and files as the
+        run that logged it: W&B finds that version by its content digest). Online this is
+        `run.use_artifact`. Offline the SDK refuses `use_artifact` (it would ask the server), so
+        the use is recorded the way the SDK itself records it for a new artifact: an artifact
+        record marked use-after-commit, which `wandb sync` turns into the same version and the
+        same use link (a version with that digest already exists: no new one is made)."""
+        if not getattr(self.run, "offline", False):
+            self.run.use_artifact(artifact)
+        else:
+            self.run._log_artifact(artifact, is_user_created=True, use_after_commit=True)
+
     def finish(self, failed: bool = False) -> None:
-        self.run.finish(exit_code=1 if failed else 0)
+        if self.owned:
+            self.run.finish(exit_code=1 if failed else 0)
 
 
 def start_tracker(logger_cfg: Mapping[str, Any] | None, run_dir: str | Path,
@@ -240,14 +286,14 @@ def lightning_logger(logger_cfg: Mapping[str, Any], run_dir: str | Path, config:
     """Lightning's own logger for `logger.kind`: WandbLogger (offline unless logged in), CSVLogger
     (`<run_dir>/logs/metrics.csv`), or False."""
     cfg = dict(logger_cfg)
-    config = flatten(with_context(config, context))
+    config = with_context(config, context)
     if cfg["kind"] == "none":
         return False
     if cfg["kind"] == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
         logger = CSVLogger(save_dir=str(run_dir), name="logs", version="")
-        logger.log_hyperparams(config)
+        logger.log_hyperparams(flatten(config))
         return logger
     try:
         import wandb
@@ -267,6 +313,13 @@ def lightning_logger(logger_cfg: Mapping[str, Any], run_dir: str | Path, config:
         from lightning.pytorch.loggers import CSVLogger
 
         return CSVLogger(save_dir=str(run_dir), name="logs", version="")
+
+
+def attach(logger: Any) -> Tracker:
+    """The Tracker interface over a Lightning logger's W&B run (a no-op Tracker for CSV / none)."""
+    if logger and type(logger).__name__ == "WandbLogger":
+        return WandbTracker.of_run(logger.experiment)
+    return Tracker()
 
 
 def log_summary(logger: Any, values: Mapping[str, Any]) -> None:

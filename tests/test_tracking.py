@@ -7,15 +7,16 @@ import os
 import struct
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def read_wandb_run(path: Path) -> dict:
-    """Group, tags, config and logged keys of an offline `.wandb` file. The file is a LevelDB-style
-    log (a 7-byte `:W&B` header, then 32 KiB blocks of chunks: crc32, length, type) of `Record`
-    protobufs; read here independently of the SDK, which no longer ships a reader."""
+    """Group, tags, config, history, summary and artifacts of an offline `.wandb` file. The file is
+    a LevelDB-style log (a 7-byte `:W&B` header, then 32 KiB blocks of chunks: crc32, length, type)
+    of `Record` protobufs; read here independently of the SDK, which no longer ships a reader."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = path.read_bytes()
@@ -35,20 +36,33 @@ def read_wandb_run(path: Path) -> dict:
         if kind in (1, 4):  # FULL or LAST
             records.append(pending)
             pending = b""
-    out: dict = {"config": {}, "history_keys": set(), "summary": {}}
+
+    def key(item) -> str:
+        return item.key or "/".join(item.nested_key)
+
+    out: dict = {"config": {}, "history": [], "history_keys": set(), "summary": {}, "artifacts": [],
+                 "path": path}
     for raw in records:
         rec = pb.Record()
         rec.ParseFromString(raw)
         which = rec.WhichOneof("record_type")
         if which == "run":
             out["group"], out["tags"], out["job_type"] = rec.run.run_group, list(rec.run.tags), rec.run.job_type
-            out["config"].update({i.key: json.loads(i.value_json) for i in rec.run.config.update})
+            out["id"] = rec.run.run_id
+            out["config"].update({key(i): json.loads(i.value_json) for i in rec.run.config.update})
         elif which == "config":
-            out["config"].update({i.key: json.loads(i.value_json) for i in rec.config.update})
+            out["config"].update({key(i): json.loads(i.value_json) for i in rec.config.update})
         elif which == "history":
-            out["history_keys"].update(i.key or "/".join(i.nested_key) for i in rec.history.item)
+            row = {key(i): json.loads(i.value_json) for i in rec.history.item}
+            out["history"].append(row)
+            out["history_keys"].update(row)
         elif which == "summary":
-            out["summary"].update({i.key: i.value_json for i in rec.summary.update})
+            out["summary"].update({key(i): json.loads(i.value_json) for i in rec.summary.update})
+        elif which == "artifact":
+            a = rec.artifact
+            out["artifacts"].append({"name": a.name, "type": a.type, "digest": a.digest,
+                                     "used": a.use_after_commit, "metadata": json.loads(a.metadata or "{}"),
+                                     "entries": {e.path: e.ref for e in a.manifest.contents}})
     return out
 
 
@@ -64,44 +78,88 @@ def run(script: str, *args: str) -> subprocess.CompletedProcess:
     return out
 
 
-def test_every_stage_carries_selector_sample_num_stage_and_job(tmp_path: Path, shared: Path) -> None:
+def artifact(run: dict, type_: str, used: bool) -> dict:
+    (found,) = [a for a in run["artifacts"] if a["type"] == type_ and a["used"] == used]
+    return found
+
+
+def test_every_stage_carries_its_identity_lineage_and_the_joined_summary(tmp_path: Path, shared: Path) -> None:
+    """select -> train -> evaluate, offline: each run's config (nested) and tags, the artifacts each
+    one logs and uses (a use names the same version as the log: the same digest), and the keys that
+    join the stages in the evaluate run's summary and history."""
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps({"id": i, "instruction": f"Write a function that adds {i} to x",
-                                        "response": f"def add_{i}(x):\n    return x + {i}\n"}) + "\n"
+                                        "response": f"def add_{i}(x):\n    return x + {i}\n",
+                                        "source": "alpha" if i % 4 else "beta"}) + "\n"
                             for i in range(40)))
     sweep = tmp_path / "sweep"
     run("select.py", "-m", "selector=random,kcenter", "sample_num=12", f"data.path={pool}", "plot=false",
         "data.decontaminate=off", f"hydra.sweep.dir={sweep}")
-    selects = {r["config"]["selector.name"]: r for r in runs_in(sweep)}
+    selects = {r["config"]["selector"]["name"]: r for r in runs_in(sweep)}
     assert set(selects) == {"random", "kcenter"}
     for name, r in selects.items():
         assert r["config"]["sample_num"] == 12 and r["config"]["stage"] == "select"
+        assert not any("." in k for k in r["config"])  # nested, no dotted keys
         assert r["config"]["job_id"].endswith(f"{name}-sn12")
         assert {"select", name, "sn12", f"job:{r['config']['job_id']}"} <= set(r["tags"])
         assert r["job_type"] == "select"
-        assert "metrics/mmd" in r["summary"]
+        manifest = json.loads((sweep / f"{name}-sn12" / "selection.json").read_text())
+        assert r["summary"]["subset/mmd"] == manifest["metrics"]["mmd"]
+        assert {"sample_num", "subset/mmd", "time/select_s"} <= r["history_keys"]
+        pool_art = artifact(r, "pool", used=True)
+        assert pool_art["entries"] == {"pool.jsonl": pool.resolve().as_uri()}
+        subset = artifact(r, "dataset", used=False)
+        assert {manifest["output_file"], "selection.json", "README.md", "selection_report.md",
+                "samples.table.json"} <= set(subset["entries"])
+        assert subset["metadata"]["pool_hash"] == manifest["pool_hash"] and subset["metadata"]["sample_num"] == 12
     assert len({r["group"] for r in selects.values()}) == 1 and selects["random"]["group"]  # one group per sweep
+    # the selection report: both sources, in the pool's (30 / 10) and the subset's own proportions
+    picked = Counter(json.loads(line)["source"] for line in (sweep / "random-sn12" / "pool-sn12.jsonl").open())
+    report = json.loads((sweep / "random-sn12" / "selection_report.json").read_text())
+    rows = {r["value"]: r for r in report["composition"]["rows"]}
+    assert {v: (r["pool"], r["subset"]) for v, r in rows.items()} == {
+        "alpha": (30, picked["alpha"]), "beta": (10, picked["beta"])}
+    assert rows["beta"]["pool_frac"] == 0.25 and rows["beta"]["subset_frac"] == round(picked["beta"] / 12, 6)
 
     selection = sweep / "random-sn12" / "pool-sn12.jsonl"
     train_dir = tmp_path / "train"
     run("train.py", "experiment=tiny", f"data.path={selection}", "trainer.max_steps=2",
         "trainer.enable_progress_bar=false", f"hydra.run.dir={train_dir}")
     (train,) = runs_in(train_dir)
-    assert train["config"]["selector.name"] == "random" and train["config"]["sample_num"] == 12
+    assert train["config"]["selector"]["name"] == "random" and train["config"]["sample_num"] == 12
     assert train["config"]["stage"] == "train" and {"train", "random", "sn12"} <= set(train["tags"])
     assert train["config"]["job_id"].endswith("train") and "train/loss" in train["history_keys"]
-    assert "final_loss" in train["summary"]
+    assert "final_loss" in train["summary"] and train["summary"]["train/steps"] == 2
+    used = artifact(train, "dataset", used=True)  # the subset the select run logged, by its digest
+    assert used["digest"] == artifact(selects["random"], "dataset", used=False)["digest"]
+    model = artifact(train, "model", used=False)
+    assert set(model["entries"].values()) == {(train_dir / "checkpoint" / f).resolve().as_uri()
+                                              for f in model["entries"]}  # references, no upload
 
     eval_dir = tmp_path / "eval"
     run("evaluate.py", f"model={train_dir / 'checkpoint'}", "benchmark=mbpp",
         f"benchmark.path={shared / 'data/evalplus/MbppPlus-v0.2.0.jsonl'}", "limit=1",
         "generation.max_new_tokens=8", f"root={tmp_path / 'gens'}", f"hydra.run.dir={eval_dir}")
     (ev,) = runs_in(eval_dir)
-    assert ev["config"]["selector.name"] == "random" and ev["config"]["sample_num"] == 12
+    assert ev["config"]["selector"]["name"] == "random" and ev["config"]["sample_num"] == 12
     assert ev["config"]["stage"] == "evaluate" and {"evaluate", "random", "sn12", "mbpp"} <= set(ev["tags"])
     assert ev["config"]["job_id"] == train["config"]["job_id"]  # the model's training job
     assert f"job:{train['config']['job_id']}" in ev["tags"]
     assert "pass@1/base" in ev["summary"]
+    assert artifact(ev, "model", used=True)["digest"] == model["digest"]
+    evaluation = artifact(ev, "evaluation", used=False)
+    assert any(name.endswith("_eval_results.json") for name in evaluation["entries"])
+    assert "summary.json" in evaluation["entries"]
+    # the evaluate run's summary joins the stages; its history puts pass@1 against sample_num
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    train_json = json.loads((train_dir / "train.json").read_text())
+    joined = ev["summary"]
+    assert joined["selector"] == "random" and joined["sample_num"] == 12 and joined["seed"] == 42
+    assert joined["subset/mmd"] == selects["random"]["summary"]["subset/mmd"]
+    assert joined["train/final_loss"] == train_json["final_loss"] and joined["train/steps"] == 2
+    assert joined["mbpp/pass@1/base"] == summary["pass@1"]["base"]
+    assert {"sample_num": 12, "mbpp/pass@1/base": summary["pass@1"]["base"]}.items() <= \
+        next(row for row in ev["history"] if "mbpp/pass@1/base" in row).items()
 
 
 def test_a_crashed_training_run_leaves_a_flushed_csv(tmp_path: Path, monkeypatch) -> None:

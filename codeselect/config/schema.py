@@ -52,6 +52,8 @@ class WandbLogger(Strict):
     group: Optional[str]
     tags: list[str]
     mode: Optional[Literal["online", "offline", "disabled"]]
+    artifacts: bool
+    upload_model: bool
 
 
 class CSVLogger(Strict):
@@ -209,6 +211,14 @@ SELECTORS: dict[str, type[SelectorBase]] = {
 }
 
 
+class SelectionReport(Strict):
+    enabled: bool
+    tokenizer: str
+    pool_sample: PosInt
+    table_rows: NonNegInt
+    examples: NonNegInt
+
+
 class SelectStage(Strict):
     data: Pool
     embedding: Embedding
@@ -221,6 +231,7 @@ class SelectStage(Strict):
     device: Device
     metrics: Metrics
     plot: bool
+    report: SelectionReport
 
 
 # ----------------------------------------------------------------------------- train

@@ -178,4 +178,8 @@ def run_evaluation(cfg: Any, run_dir: Path) -> dict[str, Any]:
         tracker.summary({k: v for k, v in summary.items() if k != "sandbox_errors"})
         tracker.log_table("per_task", ["task_id", "sample", "base_status", "plus_status"],
                           per_task_rows(results))
+        from codeselect.lineage import log_evaluation  # history row, joined summary, W&B artifacts
+
+        model_dir = cfg.model.get("path") if cfg.model.get("source") == "hf" else None
+        log_evaluation(tracker, summary, None if model_dir in (None, "???") else str(model_dir), cfg.logger)
     return summary

@@ -24,6 +24,8 @@ class SelectionContext:
     info: dict[str, Any] = field(default_factory=dict)  # selectors put extra results here
     # per-sample values (pool order) that the written records gain under these keys, e.g. `ifd`
     record_scores: dict[str, Any] = field(default_factory=dict)
+    # per-sample values (pool order) shown in the selection report only (not written), e.g. deita's
+    report_scores: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:

@@ -94,6 +94,7 @@ class DeitaSelector(Selector):
                      "quality": compute_scores(ctx.records, ["quality"], qual_cfg, info=qi, **kw)["quality"]}
                 ctx.info["scoring"] = {"complexity": ci, "quality": qi}
         ctx.info["complexity"], ctx.info["quality"] = summarize(s["complexity"]), summarize(s["quality"])
+        ctx.report_scores.update(complexity=s["complexity"], quality=s["quality"])
         return s["complexity"], s["quality"]
 
     def select(self, ctx: SelectionContext, k: int) -> list[int]:

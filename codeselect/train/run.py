@@ -145,6 +145,10 @@ def run_training(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
             }
             write_json(run_dir / "train.json", summary)
             log_summary(logger, {k: v for k, v in summary.items() if k not in ("config", "losses")})
+            from codeselect.lineage import log_training  # W&B: subset in, checkpoint out
+            from codeselect.tracking import attach
+
+            log_training(attach(logger), summary, config["logger"])
             print(f"trained {summary['steps']} steps, {summary['tokens']:,} tokens in {fit_s:.1f} s; "
                   f"loss {summary['initial_loss']} -> {summary['final_loss']}")
             print(f"  checkpoint: {out_dir}")
