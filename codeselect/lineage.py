@@ -294,8 +294,10 @@ def log_evaluation(tracker: Any, summary: Mapping[str, Any], model_path: str | N
 
 def log_job(cfg: Any, run_dir: str | Path, job_id: str) -> dict[str, Any]:
     """The end of a pipeline job: one `job` run whose summary (and one history row) joins the
-    selection, the training and every benchmark's pass@1; it uses the job's evaluations. Returns
-    the joined scalars (the pipeline writes them into `pipeline.json`)."""
+    selection, the training and every benchmark's pass@1, with the training loss curve before it
+    (`train/loss` per step, from train.json), so that one run per job carries everything the
+    workspace plots; it uses the job's evaluations. Returns the joined scalars (the pipeline
+    writes them into `pipeline.json`)."""
     from omegaconf import OmegaConf
 
     from codeselect.tracking import start_tracker
@@ -311,6 +313,8 @@ def log_job(cfg: Any, run_dir: str | Path, job_id: str) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     with start_tracker(cfg.logger, run_dir, config, job_type="job",
                        name=f"{joined.get('selector')}-sn{joined.get(SAMPLE_NUM)}", context=context) as tracker:
+        for loss in (train or {}).get("losses") or []:  # the training curve, one row per step
+            tracker.log({TRAIN_LOSS: loss})
         tracker.log({k: v for k, v in joined.items() if isinstance(v, (int, float))})
         tracker.summary(joined)
         if tracker.wandb_run is not None and cfg.logger.get("artifacts", True):

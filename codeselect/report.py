@@ -299,10 +299,26 @@ def make_report(root: str | Path, out: str | Path | None = None) -> Path:
     return md
 
 
+def add_workspace(root: str | Path, md: Path, sync: bool) -> str:
+    """`--wandb`: the sweep's W&B workspace (codeselect.workspace); a section in report.md."""
+    from codeselect.workspace import publish
+
+    done = publish(root, md.parent, sync=sync)
+    where = f"[{done['url']}]({done['url']})" if done["url"] else f"`{done['spec'].name}` (not pushed yet)"
+    with open(md, "a", encoding="utf-8") as fh:
+        fh.write(f"\n## W&B workspace\n\nGroup `{done['sweep'].group}`: {where}.\n\n"
+                 f"![workspace preview]({done['preview'].name})\n")
+    return done["message"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codeselect.report", description=__doc__.splitlines()[0])
     parser.add_argument("root", help="a multirun dir (or any folder holding selection.json files)")
     parser.add_argument("--out", help="where to write the report (default: the root)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also build the sweep's W&B workspace: saved online, else its spec as JSON")
+    parser.add_argument("--sync", action="store_true",
+                        help="with --wandb, online: first upload the sweep's offline runs (`wandb sync`, in run order)")
     args = parser.parse_args(argv)
     if not Path(args.root).is_dir():
         print(f"error: {args.root}: not a directory", file=sys.stderr)
@@ -312,8 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    message = add_workspace(args.root, md, args.sync) if args.wandb else ""
     print(md.read_text())
     print(f"report: {md}")
+    if message:
+        print(message)
     return 0
 
 

@@ -3,6 +3,7 @@
 the README's command, tested in tests/test_readme.py) and the tiny pipeline."""
 from __future__ import annotations
 
+import copy
 import csv
 import itertools
 import json
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from wandb_files import runs_in, spec_problems
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +81,7 @@ def test_full_pipeline_sweep_with_the_tiny_model(tmp_path: Path, shared: Path, d
     mbpp = shared / "data/evalplus/MbppPlus-v0.2.0.jsonl"
     # stage keys are ordinary overrides of the one config tree
     out = run("pipeline.py", "-m", "experiment=tiny", "selector=ours,random", "sample_num=100",
-              f"data.path={default_pool_slice}", "logger=csv", f"hydra.sweep.dir={sweep}", "seed=42",
+              f"data.path={default_pool_slice}", f"hydra.sweep.dir={sweep}", "seed=42",
               "train.trainer.max_steps=10", "evaluate.limit=2", "evaluate.generation.max_new_tokens=16",
               "benchmarks=[mbpp]", f"benchmark_options.mbpp.path={mbpp}", timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -96,13 +98,46 @@ def test_full_pipeline_sweep_with_the_tiny_model(tmp_path: Path, shared: Path, d
         staged = (hydra / "train.yaml").read_text()
         assert "max_steps: 10" in staged and "model:\n  name: tiny" in staged
         assert f"path: {sweep / job / 'select'}" in staged
-    rep = subprocess.run([sys.executable, "-m", "codeselect.report", str(sweep)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    env = dict(os.environ, WANDB_MODE="offline")
+    rep = subprocess.run([sys.executable, "-m", "codeselect.report", str(sweep), "--wandb"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120, env=env)
     assert rep.returncode == 0, rep.stderr
     rows = list(csv.DictReader(open(sweep / "report.csv")))
     assert {r["selector"] for r in rows} == {"ours", "random"}
     assert all(r["mbpp_base"] == "0.0" for r in rows)
     assert (sweep / "pass_at_1.png").is_file()
+
+    # the W&B workspace, built offline: every panel's key is in the runs its filter selects
+    assert "W&B is offline" in rep.stdout and f"python -m codeselect.report {sweep} --wandb --sync" in rep.stdout
+    spec = json.loads((sweep / "wandb_workspace.json").read_text())
+    runs = runs_in(sweep)
+    assert sorted(r["job_type"] for r in runs) == sorted(["select", "train", "evaluate", "job"] * 2)
+    assert spec_problems(spec, runs) == []
+    panels = [p for sec in spec["spec"]["section"]["panelBankConfig"]["sections"] for p in sec["panels"]]
+    kinds = {p["viewType"] for p in panels}
+    assert {"Run History Line Plot", "Parallel Coordinates Plot", "Scatter Plot", "Parameter Importance"} <= kinds
+    lines = {p["config"]["metrics"][0] for p in panels if p["viewType"] == "Run History Line Plot"}
+    assert {"mbpp/pass@1/base", "mbpp/pass@1/plus", "subset/mmd", "time/select_s", "time/train_s",
+            "train/loss"} <= lines
+    # a renamed metric is caught: the panels that read it are named
+    renamed_runs = copy.deepcopy(runs)
+    for run_ in renamed_runs:
+        for row in [run_["summary"], *run_["history"]]:
+            if "subset/mmd" in row:
+                row["subset/mmd_v2"] = row.pop("subset/mmd")
+    renamed = spec_problems(spec, renamed_runs)
+    assert renamed and all("subset/mmd" in p for p in renamed)
+    assert any(p.startswith("subset vs sample_num / mmd:") for p in renamed)
+    assert any(p.startswith("runs table:") for p in renamed)
+    # the job run's summary joins the stages, as pipeline.json says
+    for job in ("ours-sn100", "random-sn100"):
+        joined = json.loads((sweep / job / "pipeline.json").read_text())["summary"]
+        (job_run,) = [r for r in runs if r["job_type"] == "job" and r["config"]["selector"]["name"] == job[:-6]]
+        assert {k: job_run["summary"][k] for k in joined} == joined
+        assert joined["train/steps"] == 10 and joined["mbpp/pass@1/base"] == 0.0 and joined["sample_num"] == 100
+    png = sweep / "wandb_workspace.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![workspace preview](wandb_workspace.png)" in \
+        (sweep / "report.md").read_text()
 
 
 def test_a_sweep_over_any_key_gives_each_job_its_own_dir(tmp_path: Path) -> None:

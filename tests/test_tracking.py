@@ -4,70 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+from wandb_files import runs_in
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def read_wandb_run(path: Path) -> dict:
-    """Group, tags, config, history, summary and artifacts of an offline `.wandb` file. The file is
-    a LevelDB-style log (a 7-byte `:W&B` header, then 32 KiB blocks of chunks: crc32, length, type)
-    of `Record` protobufs; read here independently of the SDK, which no longer ships a reader."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    block, pos, pending, records = 32768, 7, b"", []
-    while pos + 7 <= len(data):
-        room = block - pos % block
-        if room < 7:  # block trailer
-            pos += room
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind == 0 and length == 0:
-            continue
-        pending += chunk
-        if kind in (1, 4):  # FULL or LAST
-            records.append(pending)
-            pending = b""
-
-    def key(item) -> str:
-        return item.key or "/".join(item.nested_key)
-
-    out: dict = {"config": {}, "history": [], "history_keys": set(), "summary": {}, "artifacts": [],
-                 "path": path}
-    for raw in records:
-        rec = pb.Record()
-        rec.ParseFromString(raw)
-        which = rec.WhichOneof("record_type")
-        if which == "run":
-            out["group"], out["tags"], out["job_type"] = rec.run.run_group, list(rec.run.tags), rec.run.job_type
-            out["id"] = rec.run.run_id
-            out["config"].update({key(i): json.loads(i.value_json) for i in rec.run.config.update})
-        elif which == "config":
-            out["config"].update({key(i): json.loads(i.value_json) for i in rec.config.update})
-        elif which == "history":
-            row = {key(i): json.loads(i.value_json) for i in rec.history.item}
-            out["history"].append(row)
-            out["history_keys"].update(row)
-        elif which == "summary":
-            out["summary"].update({key(i): json.loads(i.value_json) for i in rec.summary.update})
-        elif which == "artifact":
-            a = rec.artifact
-            out["artifacts"].append({"name": a.name, "type": a.type, "digest": a.digest,
-                                     "used": a.use_after_commit, "metadata": json.loads(a.metadata or "{}"),
-                                     "entries": {e.path: e.ref for e in a.manifest.contents}})
-    return out
-
-
-def runs_in(folder: Path) -> list[dict]:
-    return [read_wandb_run(p) for p in sorted(folder.glob("**/offline-run-*/run-*.wandb"))]
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess:
