@@ -284,6 +284,8 @@ def publish(root: str | Path, out: str | Path | None = None, sync: bool = False,
     preview = plot_preview(sweep, spec, out / PREVIEW_FILE)
     if url is None:
         n_off = len(offline_runs(root))
+        if sync and not online:
+            message += "--sync needs W&B online (`wandb login`, WANDB_MODE unset): nothing uploaded. "
         message += (f"W&B is offline: the workspace spec is in {spec_path} (group {sweep.group}, "
                     f"{len(sweep.jobs)} {sweep.job_type} runs; preview {preview}). To see it on W&B: "
                     f"`wandb login`, then `python -m codeselect.report {root} --wandb --sync` "

@@ -125,3 +125,6 @@ def test_select_default_as_printed(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     manifest = json.loads((tmp_path / "run" / "selection.json").read_text())
     assert manifest["sample_num"] == 10000 == len(set(manifest["selected_ids"]))
+    report = json.loads((tmp_path / "run" / "selection_report.json").read_text())  # what was picked
+    assert sum(r["subset"] for r in report["composition"]["rows"]) == 10000
+    assert (tmp_path / "run" / "README.md").read_text().startswith("---\n")

@@ -9,7 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from wandb_files import runs_in
+from wandb_files import runs_in, spec_problems
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,6 +57,13 @@ def test_every_stage_carries_its_identity_lineage_and_the_joined_summary(tmp_pat
                 "samples.table.json"} <= set(subset["entries"])
         assert subset["metadata"]["pool_hash"] == manifest["pool_hash"] and subset["metadata"]["sample_num"] == 12
     assert len({r["group"] for r in selects.values()}) == 1 and selects["random"]["group"]  # one group per sweep
+    # a select-only sweep's workspace shows its select runs; every panel key is in them
+    rep = subprocess.run([sys.executable, "-m", "codeselect.report", str(sweep), "--wandb"], cwd=REPO,
+                         env=dict(os.environ, WANDB_MODE="offline"), capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    spec = json.loads((sweep / "wandb_workspace.json").read_text())
+    assert spec["spec"]["section"]["runSets"][0]["filters"]["filters"][1]["value"] == "select"
+    assert spec_problems(spec, list(selects.values())) == []
     # the selection report: both sources, in the pool's (30 / 10) and the subset's own proportions
     picked = Counter(json.loads(line)["source"] for line in (sweep / "random-sn12" / "pool-sn12.jsonl").open())
     report = json.loads((sweep / "random-sn12" / "selection_report.json").read_text())
@@ -64,6 +71,14 @@ def test_every_stage_carries_its_identity_lineage_and_the_joined_summary(tmp_pat
     assert {v: (r["pool"], r["subset"]) for v, r in rows.items()} == {
         "alpha": (30, picked["alpha"]), "beta": (10, picked["beta"])}
     assert rows["beta"]["pool_frac"] == 0.25 and rows["beta"]["subset_frac"] == round(picked["beta"] / 12, 6)
+    # the dataset card's YAML metadata is the manifest's
+    import yaml
+
+    manifest = json.loads((sweep / "random-sn12" / "selection.json").read_text())
+    card = yaml.safe_load((sweep / "random-sn12" / "README.md").read_text().split("---\n")[1])["codeselect"]
+    assert card["pool"]["hash"] == manifest["pool_hash"] and card["pool"]["path"] == str(pool)
+    assert card["selector"] == {"name": "random", "params": manifest["selector_info"]["params"]}
+    assert (card["seed"], card["sample_num"], card["decontamination"]) == (42, 12, {"mode": "off"})
 
     selection = sweep / "random-sn12" / "pool-sn12.jsonl"
     train_dir = tmp_path / "train"
