@@ -302,6 +302,10 @@ def _cell(text: Any, limit: int = TEXT_CHARS) -> str:
     return s.replace("|", "\\|").replace("`", "'")
 
 
+def _num(x: Any, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -336,26 +340,27 @@ def report_markdown(report: dict[str, Any], manifest: Mapping[str, Any]) -> str:
     for part in ("instruction", "response"):
         for side in ("pool", "subset"):
             s = tok[f"{part}_{side}"]
-            lines.append(f"| {part}, {side} | {s.get('mean', '-')} | {s.get('median', '-')} | "
-                         f"{s.get('p90', '-')} | {s.get('max', '-')} |")
+            lines.append(f"| {part}, {side} | " + " | ".join(_num(s.get(k), ",.1f") for k in ("mean", "median", "p90", "max"))
+                         + " |")
     lines.append("")
     if report.get("scores"):
         lines += ["## LM scores", "", "| score | pool mean | pool median | subset mean | subset median |",
                   "|---|---|---|---|---|"]
         for key, s in report["scores"].items():
-            lines.append(f"| {key} | {s['pool'].get('mean', '-')} | {s['pool'].get('median', '-')} | "
-                         f"{s['subset'].get('mean', '-')} | {s['subset'].get('median', '-')} |")
+            lines.append(f"| {key} | " + " | ".join(_num(s[side].get(k), ".4g") for side in ("pool", "subset")
+                                                    for k in ("mean", "median")) + " |")
         lines.append("")
     if report.get("typicality"):
         t = report["typicality"]
         lines += ["## Most and least typical picks", "",
                   "Typicality: cosine similarity of a sample's embedding to the pool's mean direction "
-                  f"(pool mean {t['pool']['mean']}, subset mean {t['subset']['mean']}).", ""]
+                  f"(pool mean {_num(t['pool'].get('mean'), '.3f')}, subset mean "
+                  f"{_num(t['subset'].get('mean'), '.3f')}).", ""]
         for key, title in (("most_typical", "Most typical"), ("least_typical", "Least typical")):
             lines += [f"**{title}**", "", "| id | typicality | source | instruction | response |",
                       "|---|---|---|---|---|"]
             for r in report[key]:
-                lines.append(f"| {_cell(r['id'], 40)} | {r['typicality']} | {_cell(r.get('source', '-'), 30)} "
+                lines.append(f"| {_cell(r['id'], 40)} | {r['typicality']:.3f} | {_cell(r.get('source', '-'), 30)} "
                              f"| {_cell(r['instruction'])} | `{_cell(r['response'], 160)}` |")
             lines.append("")
     d = report["decontamination"]

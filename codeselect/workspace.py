@@ -38,7 +38,7 @@ class Sweep:
     """What the workspace is built for: where, which W&B group and project, which jobs."""
 
     root: Path
-    group: str
+    group: str | None                           # None: a single select run (no W&B group)
     project: str
     kind: str                                   # pipeline | select
     jobs: list[dict[str, Any]] = field(default_factory=list)   # per job: its joined scalars (+ losses)
@@ -80,10 +80,15 @@ def sweep_of(root: str | Path) -> Sweep:
     config = yaml.safe_load((first / "config.yaml").read_text()) if (first / "config.yaml").is_file() else {}
     hydra = yaml.safe_load((first / "hydra.yaml").read_text()) if (first / "hydra.yaml").is_file() else {}
     logger_cfg = (config or {}).get("logger") or {}
-    output_dir = (((hydra or {}).get("hydra") or {}).get("runtime") or {}).get("output_dir")
-    sweep_dir = Path(output_dir).parent if output_dir else root
-    group = logger_cfg.get("group") or group_of_sweep_dir(sweep_dir)
-    sweep = Sweep(root=root, group=str(group), project=str(logger_cfg.get("project") or "codeselect"), kind=kind)
+    hydra = (hydra or {}).get("hydra") or {}
+    output_dir = (hydra.get("runtime") or {}).get("output_dir")
+    if logger_cfg.get("group"):
+        group = logger_cfg["group"]
+    elif hydra.get("mode") == "RUN":  # one job, not a sweep: a pipeline's stages share its job id
+        group = "/".join(Path(output_dir or jobs[0]).resolve().parts[-2:]) if kind == "pipeline" else None
+    else:
+        group = group_of_sweep_dir(Path(output_dir).parent if output_dir else root)
+    sweep = Sweep(root=root, group=group, project=str(logger_cfg.get("project") or "codeselect"), kind=kind)
     benches: dict[str, bool] = {}
     for job in jobs:
         sel_dir = job / "select" if kind == "pipeline" else job
@@ -156,10 +161,15 @@ def build_workspace(sweep: Sweep, entity: str) -> Any:
     columns = [_metric_to_backend_pc(wr.Config(k)) for k in (SELECTOR, L.SAMPLE_NUM, "seed")]
     columns += [_metric_to_backend_pc(wr.SummaryMetric(k)) for k in summary_columns(sweep)]
     return ws.Workspace(
-        entity=entity, project=sweep.project, name=f"codeselect {sweep.group}", sections=sections,
+        entity=entity, project=sweep.project, name=f"codeselect {sweep.group or sweep.root.name}", sections=sections,
         settings=ws.WorkspaceSettings(max_runs=200),
-        runset_settings=ws.RunsetSettings(filters=f"Group = '{sweep.group}' and JobType = '{sweep.job_type}'",
-                                          pinned_columns=columns))
+        runset_settings=ws.RunsetSettings(filters=runs_filter(sweep), pinned_columns=columns))
+
+
+def runs_filter(sweep: Sweep) -> str:
+    """The runs the workspace shows: the sweep's group, one run per job (`job` or `select` runs)."""
+    own = f"JobType = '{sweep.job_type}'"
+    return f"Group = '{sweep.group}' and {own}" if sweep.group else own
 
 
 def spec_of(workspace: Any) -> dict[str, Any]:
@@ -213,7 +223,8 @@ def plot_preview(sweep: Sweep, spec: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
-    fig.suptitle(f"W&B workspace preview: group {sweep.group} ({len(sweep.jobs)} {sweep.job_type} runs)", fontsize=10)
+    fig.suptitle(f"W&B workspace preview: group {sweep.group or '-'} ({len(sweep.jobs)} {sweep.job_type} runs)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -286,7 +297,7 @@ def publish(root: str | Path, out: str | Path | None = None, sync: bool = False,
         n_off = len(offline_runs(root))
         if sync and not online:
             message += "--sync needs W&B online (`wandb login`, WANDB_MODE unset): nothing uploaded. "
-        message += (f"W&B is offline: the workspace spec is in {spec_path} (group {sweep.group}, "
+        message += (f"W&B is offline: the workspace spec is in {spec_path} (group {sweep.group or 'none: one run'}, "
                     f"{len(sweep.jobs)} {sweep.job_type} runs; preview {preview}). To see it on W&B: "
                     f"`wandb login`, then `python -m codeselect.report {root} --wandb --sync` "
                     f"(uploads the {n_off} offline runs in the order they ran, then saves the workspace).")

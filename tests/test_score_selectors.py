@@ -217,11 +217,14 @@ def test_select_py_end_to_end_with_tiny_scorer(selector: str, small_pool: tuple[
     assert manifest["config"]["scorer"]["model"] == "tiny"
     assert manifest["selector_info"]["stats"]["scorer_key" if selector != "deita" else "scoring"]
     written = [json.loads(ln) for ln in lines]
+    report = json.loads((run_dir / "selection_report.json").read_text())  # the LM scores, pool vs subset
     if selector in ("ifd", "ppl"):  # the reference's records gain their score key, best first
         scores = [rec[selector] for rec in written]
         assert all(isinstance(v, float) for v in scores) and scores == sorted(scores, reverse=True)
+        assert report["scores"][selector]["subset"]["mean"] == pytest.approx(np.mean(scores), abs=1e-3)
     else:
         assert not {"ifd", "ppl"} & set(written[0])
+        assert {"complexity", "quality"} <= set(report["scores"])
 
 
 @needs_pipeline
