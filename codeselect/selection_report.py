@@ -253,7 +253,8 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
         t = arrays["typicality"]
         panels.append(("typicality", {"pool": t[arrays["sample"]], "subset": t[arrays["picked"]]}))
     for key, v in arrays["scores"].items():
-        panels.append((f"{key} score", {"pool": v[np.isfinite(v)], "subset": v[arrays["picked"]][np.isfinite(v[arrays["picked"]])]}))
+        sub = v[arrays["picked"]]
+        panels.append((f"{key} score", {"pool": v[np.isfinite(v)], "subset": sub[np.isfinite(sub)]}))
     cols = 2 if len(panels) in (2, 4) else min(3, len(panels))
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.3 * rows), dpi=110, squeeze=False)
@@ -340,8 +341,8 @@ def report_markdown(report: dict[str, Any], manifest: Mapping[str, Any]) -> str:
     for part in ("instruction", "response"):
         for side in ("pool", "subset"):
             s = tok[f"{part}_{side}"]
-            lines.append(f"| {part}, {side} | " + " | ".join(_num(s.get(k), ",.1f") for k in ("mean", "median", "p90", "max"))
-                         + " |")
+            cells = " | ".join(_num(s.get(k), ",.1f") for k in ("mean", "median", "p90", "max"))
+            lines.append(f"| {part}, {side} | {cells} |")
     lines.append("")
     if report.get("scores"):
         lines += ["## LM scores", "", "| score | pool mean | pool median | subset mean | subset median |",

@@ -223,8 +223,8 @@ def plot_preview(sweep: Sweep, spec: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
-    fig.suptitle(f"W&B workspace preview: group {sweep.group or '-'} ({len(sweep.jobs)} {sweep.job_type} runs)",
-                 fontsize=10)
+    fig.suptitle(f"W&B workspace preview, line panels: group {sweep.group or '-'} "
+                 f"({len(sweep.jobs)} {sweep.job_type} runs)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
