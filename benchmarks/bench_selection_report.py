@@ -74,7 +74,8 @@ def main() -> None:
             summary = write_selection_report(pool, picked, emb, manifest, opts, tmp)
             times.append(time.perf_counter() - t0)
     median = float(np.median(times))
-    cpu = platform.processor() or platform.machine()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.machine()) if Path("/proc/cpuinfo").is_file() else platform.machine()
     lines = ["# Selection report cost", "",
              f"`python benchmarks/bench_selection_report.py{' --pool ' + args.pool if args.pool else ''}`: "
              f"`write_selection_report` on {k:,} of {n:,} rows of `{pool_path.name}` (embeddings: {source}), "

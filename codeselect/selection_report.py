@@ -459,9 +459,19 @@ def _decon_line(d: Mapping[str, Any]) -> str:
 
 def write_selection_report(pool: Any, indices: Sequence[int], embeddings: Any, manifest: Mapping[str, Any],
                            opts: Mapping[str, Any], run_dir: str | Path,
-                           scores: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                           scores: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """Write `selection_report.{md,png,json}` and the dataset card `README.md` into `run_dir`;
-    return the short summary the manifest keeps (`report`)."""
+    return the short summary the manifest keeps (`report`). A failure here is a warning (and None):
+    the selection it describes stands."""
+    try:
+        return _write_report(pool, indices, embeddings, manifest, opts, run_dir, scores)
+    except Exception as exc:  # noqa: BLE001 - never lose a selection to its report
+        log.warning("selection report skipped: %s: %s", type(exc).__name__, exc)
+        return None
+
+
+def _write_report(pool: Any, indices: Sequence[int], embeddings: Any, manifest: Mapping[str, Any],
+                  opts: Mapping[str, Any], run_dir: str | Path, scores: Mapping[str, Any] | None) -> dict[str, Any]:
     from codeselect.pool import write_json
     from codeselect.pool.io import atomic_write
 

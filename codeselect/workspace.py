@@ -301,4 +301,7 @@ def publish(root: str | Path, out: str | Path | None = None, sync: bool = False,
                     f"{len(sweep.jobs)} {sweep.job_type} runs; preview {preview}). To see it on W&B: "
                     f"`wandb login`, then `python -m codeselect.report {root} --wandb --sync` "
                     f"(uploads the {n_off} offline runs in the order they ran, then saves the workspace).")
+        if not n_off:
+            message += (f" No offline W&B run is under {root} (a sweep logged with logger=csv or none): the "
+                        "workspace shows runs once a sweep is logged with logger=wandb.")
     return {"spec": spec_path, "preview": preview, "url": url, "message": message, "sweep": sweep}

@@ -112,6 +112,7 @@ def test_full_pipeline_sweep_with_the_tiny_model(tmp_path: Path, shared: Path, d
     spec = json.loads((sweep / "wandb_workspace.json").read_text())
     runs = runs_in(sweep)
     assert sorted(r["job_type"] for r in runs) == sorted(["select", "train", "evaluate", "job"] * 2)
+    assert not [k for r in runs for k in r["config"] if "." in k]  # configs nested, no dotted keys
     assert spec_problems(spec, runs) == []
     panels = [p for sec in spec["spec"]["section"]["panelBankConfig"]["sections"] for p in sec["panels"]]
     kinds = {p["viewType"] for p in panels}
