@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,18 @@ def sweep_of(root: str | Path) -> Sweep:
 
 
 # ----------------------------------------------------------------------------- the workspace
+def _api() -> tuple[Any, Any]:
+    """wandb-workspaces' report and workspace modules (imported quietly: their pydantic-v1-style
+    validators warn at import)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import wandb_workspaces.reports.v2 as wr
+        import wandb_workspaces.workspaces as ws
+    return wr, ws
+
+
 def _line(title: str, y: str, x: str = L.SAMPLE_NUM) -> Any:
-    import wandb_workspaces.reports.v2 as wr
+    wr, _ = _api()
 
     return wr.LinePlot(title=title, x=x, y=[y], groupby=wr.Config(SELECTOR), groupby_aggfunc="mean",
                        groupby_rangefunc="minmax", title_x="sample_num" if x == L.SAMPLE_NUM else "step",
@@ -130,8 +141,7 @@ def summary_columns(sweep: Sweep) -> list[str]:
 
 def build_workspace(sweep: Sweep, entity: str) -> Any:
     """The wandb-workspaces `Workspace` for the sweep."""
-    import wandb_workspaces.reports.v2 as wr
-    import wandb_workspaces.workspaces as ws
+    wr, ws = _api()
     from wandb_workspaces.reports.v2.interface import _metric_to_backend_pc
 
     sections = []

@@ -23,9 +23,9 @@ def fake_select_sweep(root: Path) -> None:
 
 
 def test_online_without_an_answer_the_spec_is_written_in_time(tmp_path: Path, monkeypatch) -> None:
-    import wandb_workspaces.workspaces as ws
-
     from codeselect import workspace
+
+    _, ws = workspace._api()
 
     fake_select_sweep(tmp_path / "multirun" / "2026-01-01_00-00-00")
     monkeypatch.setattr("codeselect.tracking.wandb_mode", lambda mode: "online")
