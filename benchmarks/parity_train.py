@@ -19,8 +19,8 @@ benchmarks/parity_train_reference.py, which prints every run-time patch it appli
    `train.py experiment=paper` (+ the same CPU settings) on a tiny random Llama: pack, max length 512,
    batch 16, accumulation 4, 2 epochs, warm-up 10: optimizer steps, LR, loss and gradient norm per step;
 4. training, shuffled: the same with both samplers shuffled (seed 42);
-5. a control: ours with isolated packing (our default), which the reference does not have: the
-   comparison must see that difference;
+5. controls: ours with isolated packing (our default) and with whole-selection best-fit batching,
+   which the reference does not have: the comparison must see those differences;
 6. generation: `eval/codegen.py --backend hf --greedy` vs `evaluate.py backend=hf` with the published
    generation settings on the first `--tasks` MBPP+ tasks with SmolLM2-135M-Instruct (bf16, eager
    attention, one prompt at a time): prompt token ids and greedy solutions identical? Plus the prompt
@@ -428,13 +428,17 @@ def main() -> int:
         "ours shuffled": ours_train(tiny, pool, args.lr, work / "ours-shuf", work, "data.shuffle=true"),
         "ours sequential, isolated packing (control)": ours_train(
             tiny, pool, args.lr, work / "ours-iso", work, "data.shuffle=false", "data.isolate=true"),
+        "ours sequential, best-fit batching (control)": ours_train(
+            tiny, pool, args.lr, work / "ours-bestfit", work, "data.shuffle=false", "data.batching=best_fit"),
     }
     t = res["train"]
     res["train_diffs"] = {
         "file order: `experiment=paper data.shuffle=false`": diff_runs(t["reference sequential"], t["ours sequential"]),
         "shuffled, seed 42: `experiment=paper`": diff_runs(t["reference shuffled"], t["ours shuffled"]),
-        "control: ours with `data.isolate=true` vs the reference, file order": diff_runs(
+        "control: ours with `data.isolate=true` (our default), file order": diff_runs(
             t["reference sequential"], t["ours sequential, isolated packing (control)"]),
+        "control: ours with `data.batching=best_fit`, file order": diff_runs(
+            t["reference sequential"], t["ours sequential, best-fit batching (control)"]),
     }
     for k, v in res["train_diffs"].items():
         print(k, v, flush=True)

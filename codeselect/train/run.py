@@ -225,6 +225,8 @@ def run_training(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
                 "lrs": module.step_lrs, "next_lr": next_lr,
                 "grad_norms": [round(x, 6) for x in module.grad_norms],
                 **dtypes, "plan": plan,
+                "cuda_peak_memory_gib": (round(torch.cuda.max_memory_allocated() / 2**30, 3)
+                                         if torch.cuda.is_available() else None),
                 "data": dm_stats(dm), "world_size": trainer.world_size,
                 "precision": str(trainer_cfg["precision"]), "resumed_from": ckpt_path,
                 "checkpoint": str(out_dir), "total_s": round(time.perf_counter() - t_start, 3),
