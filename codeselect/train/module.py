@@ -76,19 +76,19 @@ class SFTModule(pl.LightningModule):
         sched = self.lr_schedulers()
         raw = opt.optimizer if hasattr(opt, "optimizer") else opt
         self.step_lrs.append(float(raw.param_groups[0]["lr"]))
-        self.grad_norms.append(self._clip_gradients())
+        deepspeed = _is_deepspeed(self.trainer.strategy)
+        norm = float("nan") if deepspeed else self._clip_gradients()
         opt.step()
+        if deepspeed:  # DeepSpeed clips inside its step (config `gradient_clipping`) and keeps the norm
+            measured = self.trainer.strategy.deepspeed_engine.get_global_grad_norm()
+            norm = float(measured) if measured is not None else float("nan")
+        self.grad_norms.append(norm)
         opt.zero_grad(set_to_none=True)
         sched.step()
 
     def _clip_gradients(self) -> float:
-        """Clip to `clip` (FSDP: the root module's sharded norm; DeepSpeed: its own config clips);
-        return the total norm before clipping (NaN when not measured)."""
+        """Clip to `clip` (FSDP: the root module's norm over all shards); return the norm before clipping."""
         strategy = self.trainer.strategy
-        if _is_deepspeed(strategy):
-            engine = strategy.deepspeed_engine
-            norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
-            return float(norm) if norm is not None else float("nan")
         params = [p for p in self.parameters() if p.requires_grad]
         max_norm = self.clip if self.clip > 0 else float("inf")
         if _is_fsdp(strategy):
