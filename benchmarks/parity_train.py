@@ -330,6 +330,11 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
         L.append(f"| {name} | {d['steps_ref']} / {d['steps_ours']} | {fmt(d['lr_max_rel'])} | "
                  f"{fmt(d['loss_max_rel'])} | {fmt(d['grad_norm_max_rel'])} | "
                  f"{'same (LR <= 1e-9, loss <= 2%)' if ok else 'DIFFERENT'} |")
+    L += ["", "The check's bounds (LR within 1e-9 relative, loss within 2%) are loose for a tiny model trained 8 steps: "
+          "the isolated-packing control stays within 2% on the loss too. What separates the recipes is the "
+          "agreement itself: ours matches the reference to the 4 decimals it logs and its gradient norms "
+          "to ~1e-6, where isolated packing moves the gradient norms by several percent and best-fit "
+          "batching changes the number of steps."]
     seq_ref, seq_ours = r["train"]["reference sequential"], r["train"]["ours sequential"]
     L += ["", "Per step, file order (the reference logs the loss rounded to 4 decimals, and the learning "
           "rate after each step's scheduler update):", "",
@@ -382,11 +387,17 @@ def main() -> int:
     ap.add_argument("--reference-python", required=True, help="python of the reference environment")
     ap.add_argument("--samples", type=int, default=300)
     ap.add_argument("--tasks", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-3, help="high enough that a tiny random model learns in 8 steps")
+    ap.add_argument("--lr", type=float, default=1e-2, help="high enough that a tiny random model learns in 8 steps")
     ap.add_argument("--skip-generation", action="store_true")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the runs here (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "parity_train.md")
+    ap.add_argument("--render", type=Path, help="only re-render the report from a saved parity_train.json")
     args = ap.parse_args()
+    if args.render:
+        res = json.loads(args.render.read_text())
+        args.samples, args.lr = res["args"]["samples"], res["args"]["lr"]
+        args.out.write_text(report(res, args) + "\n")
+        return 0
     if not Path(args.reference_python).is_file():
         print(f"error: {args.reference_python}: no such interpreter (--reference-python)", file=sys.stderr)
         return 2
@@ -413,7 +424,8 @@ def main() -> int:
     tiny_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "tiny.yaml"))
     tiny = tiny_checkpoint([prompt_text(r["instruction"]) + r["response"] for r in rows], cache, tiny_cfg)
     tiny_legacy = work / "tiny-4.47"
-    res: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name()}
+    res: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(),
+                           "args": {"samples": args.samples, "lr": args.lr, "tasks": args.tasks}}
     res["legacy_changes"] = legacy_copy(tiny, tiny_legacy)
     res["probe_tiny"] = probe_matches(refpy, ref, tiny, tiny_legacy, work)
     print(f"tiny model {tiny}: probe logits max |diff| {res['probe_tiny']:.2e}", flush=True)

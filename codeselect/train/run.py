@@ -140,9 +140,8 @@ def run_training(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     if strat_cfg["kind"] == "single":
         trainer_cfg["devices"] = 1
         trainer_cfg["num_nodes"] = 1
-    world_size = planned_world_size(trainer_cfg) if dry_run else None
     if dry_run:
-        plan = describe(dm.planner(world_size), epochs=epochs, max_steps=max_steps,
+        plan = describe(dm.planner(planned_world_size(trainer_cfg)), epochs=epochs, max_steps=max_steps,
                         warmup_steps=int(optim["warmup_steps"]), lr=float(optim["lr"]),
                         samples=len(dm.encoded.input_ids))
         _print_plan(plan)
