@@ -103,8 +103,9 @@ def main() -> None:
     lines += [
         "",
         "All three see the same tokens per epoch. Packing per micro-batch (the published recipe, our default)",
-        "keeps pad's optimizer steps and learning-rate schedule and removes part of the padding; best-fit",
-        "packing of the whole selection removes nearly all of it but takes several times fewer, fuller",
+        "keeps pad's optimizer steps and learning-rate schedule and removes the padding between the samples",
+        "of a micro-batch (what is left: rows of one micro-batch padded to its longest); best-fit packing",
+        "of the whole selection fills rows nearly completely but takes several times fewer, fuller",
         "optimizer steps, which changes the optimisation (more tokens per update, a schedule that is shorter",
         "in steps). Packed samples are isolated (loss equal to one-by-one, `tests/test_train_data.py`). This",
         "machine is shared with other jobs, so absolute tokens/s vary between runs; the ratios are the result.",

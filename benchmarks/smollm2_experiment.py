@@ -62,8 +62,11 @@ def plot_losses(runs: dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, d in runs.items():
-        ax.plot(range(1, len(d["losses"]) + 1), d["losses"], label=name)
+    for i, (name, d) in enumerate(runs.items()):
+        ls, color = d["losses"], f"C{i}"
+        mean = [sum(ls[max(0, k - 4):k + 1]) / len(ls[max(0, k - 4):k + 1]) for k in range(len(ls))]
+        ax.plot(range(1, len(ls) + 1), ls, color=color, alpha=0.3, linewidth=1)
+        ax.plot(range(1, len(ls) + 1), mean, color=color, linewidth=2, label=f"{name} (mean of 5 steps)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (window token mean)")
     ax.set_title("SmolLM2-135M-Instruct fine-tuning, one epoch")
