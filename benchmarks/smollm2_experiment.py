@@ -8,7 +8,8 @@
 2. `python evaluate.py experiment=smollm2 model=smollm2` on both benchmarks: the untuned model's row
    (the recipe's generation and vLLM settings);
 3. `python -m codeselect.report`: the table, the paired significance tests, the plots.
-Writes the table, the p-values and the wall time of each step to `--results`.
+Writes the table, the p-values, each fine-tune's plan (optimizer steps, warm-up) and loss curve
+(`<results stem>/loss.png`) and the wall time of each step to `--results`.
 """
 from __future__ import annotations
 
@@ -42,6 +43,38 @@ def evaluate_overrides(overrides: list[str]) -> list[str]:
         elif body.startswith("backend."):
             out.append(o)
     return out
+
+
+def training_runs(out: Path) -> dict[str, dict]:
+    """The pipeline jobs' train.json, by job folder name (ours-sn200, random-sn200)."""
+    import json
+
+    runs = {}
+    for path in sorted(out.glob("*/train/train.json")):
+        runs[path.parent.parent.name] = json.loads(path.read_text())
+    return runs
+
+
+def plot_losses(runs: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for i, (name, d) in enumerate(runs.items()):
+        ls, color = d["losses"], f"C{i}"
+        mean = [sum(ls[max(0, k - 4):k + 1]) / len(ls[max(0, k - 4):k + 1]) for k in range(len(ls))]
+        ax.plot(range(1, len(ls) + 1), ls, color=color, alpha=0.3, linewidth=1)
+        ax.plot(range(1, len(ls) + 1), mean, color=color, linewidth=2, label=f"{name} (mean of 5 steps)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (window token mean)")
+    ax.set_title("SmolLM2-135M-Instruct fine-tuning, one epoch")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> int:
@@ -101,6 +134,19 @@ def main() -> int:
                      f"{100 * float(s['diff']):+.1f} ({100 * float(s['ci_low']):+.1f}, "
                      f"{100 * float(s['ci_high']):+.1f}) | {s['a_only']} | {s['b_only']} | "
                      f"{float(s['p_value']):.3g} |")
+    runs = training_runs(out)
+    if runs:
+        plot = Path(args.results).with_suffix("") / "loss.png"
+        plot_losses(runs, plot)
+        lines += ["", f"Fine-tuning ([loss curves]({plot.parent.name}/{plot.name})):", "",
+                  "| job | samples | rows | micro-batches | optimizer steps | warm-up | peak LR | loss first 5 "
+                  "steps -> last 5 | train time |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, d in runs.items():
+            pl, ls = d["plan"], d["losses"]
+            head, tail = sum(ls[:5]) / len(ls[:5]), sum(ls[-5:]) / len(ls[-5:])
+            lines.append(f"| {name} | {pl['samples']} | {pl['rows_per_epoch']} | "
+                         f"{pl['micro_batches_per_epoch']} | {d['steps']} | {pl['warmup_steps']} | "
+                         f"{max(d['lrs']):.2g} | {head:.3f} -> {tail:.3f} | {d['time_s']:.0f} s |")
     lines += ["", f"Wall time: {total / 60:.1f} min in all ("
               + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()) + ").", ""]
     Path(args.results).write_text("\n".join(lines))

@@ -137,6 +137,16 @@ def test_trainer_numeric_keys(kind, key, bad_type, bad_range, pool, tmp_path, mo
     assert_one_line_error(code, err, key, tmp_path)
 
 
+@pytest.mark.parametrize("key, value", [
+    ("data.batching", "rows"), ("data.batching", "1"), ("data.isolate", "maybe"), ("data.shuffle", "1"),
+    ("loss_tokens", "global"), ("optim.master_dtype", "float64"), ("dry_run", "yes"),
+])
+def test_train_recipe_switches(key, value, pool, tmp_path, monkeypatch, capsys):
+    code, err = run_entry("train", [f"data.path={pool}", "model=tiny", "strategy=single", f"{key}={value}"],
+                          tmp_path, monkeypatch, capsys)
+    assert_one_line_error(code, err, key, tmp_path)
+
+
 @pytest.mark.parametrize("key", ["+trainer.not_a_trainer_arg=1", "+optim.momentum=0.9", "+model.not_a_key=1"])
 def test_trainer_unknown_keys(key, pool, tmp_path, monkeypatch, capsys):
     code, err = run_entry("train", [f"data.path={pool}", "model=tiny", "strategy=single", key],
@@ -155,6 +165,7 @@ def test_pipeline_names_the_stage_package(pool, tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("args, key", [
     (["generation.temperature=-1"], "generation.temperature"),
     (["generation.max_new_tokens=abc"], "generation.max_new_tokens"),
+    (["generation.add_special_tokens=sometimes"], "generation.add_special_tokens"),
     (["limit=0"], "limit"),
     (["sandbox.memory_mb=0"], "sandbox.memory_mb"),
     (["+generation.beam=2"], "generation.beam"),

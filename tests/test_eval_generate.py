@@ -11,7 +11,8 @@ import pytest
 
 from codeselect.evaluation.generate import (INSTRUCTION_PREFIX, RESPONSE_PREFIX, GenConfig,
                                             build_prompt, generate_samples, model_id, output_path,
-                                            postprocess, read_done, stop_strings, vllm_request)
+                                            postprocess, prompt_ids, read_done, stop_strings,
+                                            vllm_request)
 
 PROBLEMS = {f"T/{i}": {"prompt": f'def f{i}(x):\n\t"""Return x + {i}."""\n'} for i in range(5)}
 
@@ -38,6 +39,43 @@ def test_chat_prompt_is_the_papers(tokenizer):
                  f"{INSTRUCTION_PREFIX}\n```\ndef f(x):\n    \"\"\"doc\"\"\"\n```\n\n"
                  f"### Response:\n{RESPONSE_PREFIX}\n```python\n")
     assert build_prompt("def f(x):\n  pass\n\n", tokenizer, False, GenConfig()) == "def f(x):\n  pass\n"
+
+
+def test_prompt_ids_for_a_tokenizer_that_adds_bos_before_a_template_starting_with_bos(tiny_model):
+    """DeepSeek-Coder's case: the template starts with BOS and the tokenizer adds BOS by default. The
+    published generation code tokenizes the prompt text with the defaults: two BOS tokens."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    bos = tok.bos_token_id
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)])
+    assert tok("x")["input_ids"][0] == bos  # the tokenizer adds BOS now
+    text = build_prompt('def f(x):\n    """doc"""\n', tok, True, GenConfig())
+    assert text.startswith("<s>You are a helpful programming assistant.")
+    plain = tok(text, add_special_tokens=False)["input_ids"]
+    assert plain[0] == bos and plain[1] != bos
+    assert prompt_ids(tok, [text], add_special_tokens=False) == [plain]      # ours: one BOS
+    assert prompt_ids(tok, [text], add_special_tokens=True) == [[bos] + plain]  # published: two
+    assert GenConfig().add_special_tokens is False
+
+
+def test_paper_experiment_generates_as_the_published_code(repo):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(repo / "conf"), version_base="1.3"):
+        paper = compose(config_name="evaluate", overrides=["experiment=paper"])
+        ours = compose(config_name="evaluate", overrides=["backend=vllm"])
+    from codeselect.config.stages import stage_view
+
+    paper = stage_view(paper, "evaluate")
+    assert (paper.generation.max_new_tokens, paper.generation.add_special_tokens) == (768, True)
+    assert paper.backend.max_model_len == 4096 and paper.generation.temperature == 0.0
+    assert (ours.generation.max_new_tokens, ours.generation.add_special_tokens) == (1024, False)
+    assert ours.backend.max_model_len == 2048
 
 
 def test_stop_strings_and_postprocess():

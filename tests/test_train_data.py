@@ -1,4 +1,5 @@
-"""SFT data: response-only loss, truncation, best-fit packing, and packed samples that stay isolated."""
+"""SFT data: response-only loss, truncation, best-fit packing, and packed samples that stay isolated
+(or not, as the published packing)."""
 from __future__ import annotations
 
 import gzip
@@ -10,8 +11,8 @@ import torch
 
 from codeselect.errors import UserError
 from codeselect.prompts import SYSTEM_PROMPT, prompt_text
-from codeselect.train.data import (IGNORE, Collator, SFTDataModule, apply_paper_template, encode,
-                                   non_pad_fraction, pack_best_fit, plan_rows)
+from codeselect.train.batching import Planner
+from codeselect.train.data import IGNORE, Collator, SFTDataModule, apply_paper_template, encode, pack_best_fit
 
 
 def real_records(shared: Path, n: int) -> list[dict]:
@@ -62,6 +63,9 @@ def test_truncation_keeps_max_length_and_drops_samples_without_response(tiny) ->
     enc = encode(tok, [long, huge_prompt], max_length=64)
     assert len(enc.input_ids) == 1 and len(enc.input_ids[0]) == 64
     assert enc.truncated == 2 and enc.dropped == 1
+    # The published recipe keeps such a sample (it still takes a place in its micro-batch).
+    kept = encode(tok, [long, huge_prompt], max_length=64, keep_empty=True)
+    assert len(kept.input_ids) == 2 and kept.empty == 1 and kept.label_counts()[1] == 0
     with pytest.raises(UserError, match="data.max_length"):
         encode(tok, [huge_prompt], max_length=64)
 
@@ -82,7 +86,7 @@ def test_packed_batch_loss_equals_token_weighted_per_sample_loss(tiny) -> None:
     enc = encode(tok, recs, max_length=256)
     rows = pack_best_fit([len(x) for x in enc.input_ids], 300)
     assert any(len(r) > 1 for r in rows)
-    batch = Collator(enc, "pack", tok.pad_token_id)(rows)
+    batch = Collator(enc, tok.pad_token_id, isolate=True)(rows)
     batch.pop("n_real")
     total, count = 0.0, 0
     with torch.no_grad():
@@ -94,8 +98,10 @@ def test_packed_batch_loss_equals_token_weighted_per_sample_loss(tiny) -> None:
             count += n
         one_by_one = total / count
         assert packed == pytest.approx(one_by_one, rel=1e-5)
-        # The reference's naive packing (positions run on across samples) lets samples see each other.
-        naive = dict(batch, position_ids=torch.arange(batch["input_ids"].shape[1]).repeat(len(rows), 1))
+        # The published packing (one causal sequence per row) lets samples see each other.
+        naive = Collator(enc, tok.pad_token_id, isolate=False)(rows)
+        naive.pop("n_real")
+        assert "position_ids" not in naive and int(naive["attention_mask"].sum()) == sum(map(len, enc.input_ids))
         assert abs(model(**naive, use_cache=False).loss.item() - one_by_one) > 1e-3
         # transformers isolates packed rows only with the cache off.
         assert abs(model(**batch, use_cache=True).loss.item() - one_by_one) > 1e-3
@@ -106,17 +112,26 @@ def test_pad_batches_mask_padding_and_match_per_sample_loss(tiny) -> None:
     recs = [{"id": i, "instruction": "Say hi" + "!" * i, "response": "print('hi')" * (i + 1)}
             for i in range(4)]
     enc = encode(tok, recs, max_length=256)
-    batch = Collator(enc, "pad", tok.pad_token_id)([[i] for i in range(4)])
+    batch = Collator(enc, tok.pad_token_id, isolate=False)([[i] for i in range(4)])
     assert int(batch["n_real"]) == sum(len(x) for x in enc.input_ids) == int(batch["attention_mask"].sum())
     assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()
 
 
+def non_pad(enc, planner: Planner) -> float:
+    epoch = planner.epoch(0, 0)
+    return sum(epoch.tokens) / sum(epoch.slots)
+
+
 def test_packing_raises_the_non_padding_fraction_on_real_data(tiny, records) -> None:
     _, tok = tiny
-    enc = encode(tok, records, max_length=512)
-    pad = non_pad_fraction(enc, plan_rows(enc, "pad", 512), batch_size=8)
-    pack = non_pad_fraction(enc, plan_rows(enc, "pack", 512), batch_size=8)
-    assert pack > 0.85 and pack > pad + 0.2, (pack, pad)
+    enc = encode(tok, records, max_length=512, keep_empty=True)
+    lengths, labels = [len(x) for x in enc.input_ids], enc.label_counts()
+    common = dict(max_length=512, batch_size=8, accum=1, world_size=1, seed=0, shuffle=True)
+    pad = non_pad(enc, Planner(lengths, labels, batching="samples", mode="pad", **common))
+    pack = non_pad(enc, Planner(lengths, labels, batching="samples", mode="pack", **common))
+    best = non_pad(enc, Planner(lengths, labels, batching="best_fit", mode="pack",
+                                item_rows=pack_best_fit(lengths, 512), **common))
+    assert pack > pad + 0.1 and best > 0.85 and best > pad + 0.2, (pad, pack, best)
 
 
 def test_data_module_is_deterministic_and_rejects_a_bad_mode(tiny, records) -> None:

@@ -173,3 +173,32 @@ def test_gpu_strategy_trains_and_exports_a_loadable_checkpoint(strategy: str, tm
     info = json.loads((tmp_path / "run" / "train.json").read_text())
     assert info["steps"] == 3 and info["final_loss"] is not None
     AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "checkpoint")
+
+
+@pytest.mark.slow
+def test_ddp_window_loss_over_all_ranks_equals_one_process_with_twice_the_batch(shared: Path,
+                                                                                tmp_path: Path) -> None:
+    """Two ranks of 4 samples per micro-batch see, per window, exactly the samples one process with 8 sees
+    (micro-batch i of the stream goes to rank i % 2); with isolated packing the loss does not depend on
+    how samples share rows, so `loss_tokens=all_ranks` must give that process's losses and gradients.
+    `per_rank` (transformers 4.47.1) averages the ranks' own token means instead: a different number."""
+    import gzip
+
+    pool = tmp_path / "pool.jsonl"
+    with gzip.open(shared / "data" / "instruct" / "code-instruct-15k.jsonl.gz", "rt") as fh:
+        pool.write_text("".join(line for _, line in zip(range(32), fh)))  # 32 = 4 windows of 8, no top-up
+    common = ["model=tiny", "trainer.accumulate_grad_batches=2", "trainer.max_epochs=1", "optim.lr=1e-3",
+              "optim.warmup_steps=0", "data.max_length=128", "logger=none", "checkpoint_every_n_steps=0",
+              "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", f"data.path={pool}"]
+    runs = {}
+    for name, extra in {"one": ["strategy=single", "batch_size=8"],
+                        "all_ranks": ["strategy=ddp", "trainer.devices=2", "batch_size=4", "loss_tokens=all_ranks"],
+                        "per_rank": ["strategy=ddp", "trainer.devices=2", "batch_size=4", "loss_tokens=per_rank"]}.items():
+        out = run_cli(*common, *extra, f"hydra.run.dir={tmp_path / name}")
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs[name] = json.loads((tmp_path / name / "train.json").read_text())
+    one, both, per = runs["one"], runs["all_ranks"], runs["per_rank"]
+    assert one["steps"] == both["steps"] == per["steps"] >= 2
+    assert both["losses"] == pytest.approx(one["losses"], rel=1e-5)
+    assert both["grad_norms"] == pytest.approx(one["grad_norms"], rel=1e-4)
+    assert abs(per["losses"][0] - one["losses"][0]) > 1e-4 * one["losses"][0]

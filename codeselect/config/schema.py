@@ -242,6 +242,9 @@ class TrainData(Strict):
     fields: Fields
     max_length: PosInt
     mode: Literal["pack", "pad"]
+    batching: Literal["samples", "best_fit"]
+    isolate: bool
+    shuffle: bool
     chat_template: Literal["paper", "tokenizer"]
     num_workers: NonNegInt
     pad_to_multiple_of: PosInt
@@ -318,6 +321,7 @@ class Optim(Strict):
     betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)]
     warmup_steps: NonNegInt
     scheduler: Literal["cosine", "constant"]
+    master_dtype: Optional[Literal["float32", "bfloat16", "float16"]]
 
 
 def _not_zero(value: Any) -> Any:
@@ -352,10 +356,12 @@ class TrainStage(Strict):
     seed: NonNegInt
     cache_dir: str
     batch_size: PosInt
+    loss_tokens: Literal["all_ranks", "per_rank"]
     optim: Optim
     trainer: Trainer
     resume: Union[None, bool, str]
     checkpoint_every_n_steps: NonNegInt
+    dry_run: bool
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -370,6 +376,7 @@ class BackendHF(Open):
     name: Literal["hf"]
     device: str
     dtype: Dtype
+    attn_implementation: str
     batch_size: PosInt
     trust_remote_code: bool
 
@@ -398,6 +405,7 @@ class Generation(Strict):
     top_p: Prob
     max_new_tokens: PosInt
     prompt: Literal["auto", "chat", "direct"]
+    add_special_tokens: bool
     instruction_prefix: str
     response_prefix: str
     extra_stop: list[str]

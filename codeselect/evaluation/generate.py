@@ -40,6 +40,7 @@ class GenConfig:
     max_new_tokens: int = 1024
     seed: int = 42
     prompt: str = "auto"  # auto | chat | direct
+    add_special_tokens: bool = False  # True: the tokenizer adds its special tokens (BOS) to the prompt text
     instruction_prefix: str = INSTRUCTION_PREFIX
     response_prefix: str = RESPONSE_PREFIX
     extra_stop: list[str] = field(default_factory=list)
@@ -115,6 +116,13 @@ def postprocess(text: str, stops: Sequence[str]) -> str:
     return text[:cut].replace("\t", "    ")
 
 
+def prompt_ids(tokenizer: Any, prompts: list[str], add_special_tokens: bool) -> list[list[int]]:
+    """Token ids of the prompt texts. The chat template already holds the model's special tokens;
+    `add_special_tokens=True` tokenizes as the published generation code does (the tokenizer's
+    defaults), which gives a tokenizer that adds BOS a second one before the template's."""
+    return tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
+
+
 class Backend(Protocol):
     """Generates `n` raw continuations for each prompt (stop strings are applied afterwards too)."""
 
@@ -181,15 +189,18 @@ class HFBackend:
     """transformers `generate`: batched (left padding), greedy or sampled, CPU or GPU."""
 
     def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto",
-                 cfg: GenConfig = GenConfig(), trust_remote_code: bool = False) -> None:
+                 cfg: GenConfig = GenConfig(), trust_remote_code: bool = False,
+                 attn_implementation: str = "auto") -> None:
         from codeselect.hf import load_causal_lm, load_tokenizer, resolve_device, torch_dtype
 
         self.cfg = cfg
         self.device = resolve_device(device)
         self.tokenizer = load_tokenizer(model, key="model", pad_fallback=False,
                                         trust_remote_code=trust_remote_code)
+        attn = {} if attn_implementation in ("auto", None) else {"attn_implementation": attn_implementation}
         self.model = load_causal_lm(model, dtype=torch_dtype(dtype, self.device, key="backend.dtype"),
-                                    key="model", trust_remote_code=trust_remote_code).to(self.device)
+                                    key="model", trust_remote_code=trust_remote_code,
+                                    **attn).to(self.device)
         self.model.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -198,8 +209,8 @@ class HFBackend:
     def generate(self, prompts: list[str], n: int, stops: list[str]) -> list[list[str]]:
         import torch
 
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True,
-                             add_special_tokens=False).to(self.device)
+        ids = prompt_ids(self.tokenizer, prompts, self.cfg.add_special_tokens)
+        enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.device)
         kwargs: dict[str, Any] = dict(max_new_tokens=self.cfg.max_new_tokens,
                                       pad_token_id=self.tokenizer.pad_token_id,
                                       stop_strings=stops, tokenizer=self.tokenizer,
@@ -247,6 +258,7 @@ class VLLMBackend:
 
         from codeselect.vllm_client import VLLMEngine
 
+        self.engine_cfg = cfg
         self.engine_kwargs, self.sampling_kwargs = vllm_request(model, cfg, **engine_options)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
@@ -262,8 +274,7 @@ class VLLMBackend:
         import time
 
         t = time.perf_counter()
-        # token ids, encoded as the HF backend encodes them (the template holds the special tokens)
-        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        ids = prompt_ids(self.tokenizer, prompts, self.engine_cfg.add_special_tokens)
         texts, tokens = self.engine.generate(ids, {**self.sampling_kwargs, "n": n, "stop": stops})
         self.generate_s += time.perf_counter() - t
         self.output_tokens += tokens

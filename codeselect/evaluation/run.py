@@ -27,6 +27,7 @@ def _gen_config(cfg: Any) -> Any:
     return GenConfig(n_samples=int(g.n_samples), temperature=float(g.temperature),
                      top_p=float(g.top_p), max_new_tokens=int(g.max_new_tokens),
                      seed=int(cfg.seed), prompt=str(g.prompt),
+                     add_special_tokens=bool(g.get("add_special_tokens", False)),
                      instruction_prefix=str(g.instruction_prefix),
                      response_prefix=str(g.response_prefix), extra_stop=list(g.extra_stop or []))
 
@@ -38,7 +39,8 @@ def make_backend(cfg: Any, model: str, gen: Any) -> Any:
     b = cfg.backend
     if b.name == "hf":
         return HFBackend(model, device=str(b.device), dtype=str(b.dtype), cfg=gen,
-                         trust_remote_code=bool(b.trust_remote_code))
+                         trust_remote_code=bool(b.trust_remote_code),
+                         attn_implementation=str(b.get("attn_implementation", "auto")))
     if b.name == "vllm":
         device = str(b.get("device", "auto"))
         if device not in ("auto", "cpu", "cuda"):

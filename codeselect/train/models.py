@@ -105,15 +105,27 @@ def attn_implementation(name: str | None) -> str:
     return "sdpa"
 
 
-def load_model_and_tokenizer(path: str, cfg: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
-    """AutoModelForCausalLM + tokenizer (pad token set), with optional LoRA; cache off for training."""
-    from codeselect.hf import load_causal_lm, load_tokenizer
+def load_training_tokenizer(path: str) -> Any:
+    """The tokenizer, right-padded, with EOS as pad token when it has none (as the published recipe)."""
+    from codeselect.hf import load_tokenizer
 
     tokenizer = load_tokenizer(path, key="model.path", pad_fallback=False)
-    model = load_causal_lm(path, dtype=torch_dtype(cfg["dtype"]), key="model.path",
-                           attn_implementation=attn_implementation(cfg["attn_implementation"]))
+    tokenizer.padding_side = "right"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_and_tokenizer(path: str, cfg: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
+    """AutoModelForCausalLM + tokenizer (pad token set), with optional LoRA; cache off for training.
+    The embeddings grow when the tokenizer has more tokens than the model (never shrink)."""
+    from codeselect.hf import load_causal_lm
+
+    tokenizer = load_training_tokenizer(path)
+    model = load_causal_lm(path, dtype=torch_dtype(cfg["dtype"]), key="model.path",
+                           attn_implementation=attn_implementation(cfg["attn_implementation"]))
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
     model.config.use_cache = False
     model.train()
     lora = cfg["lora"]
